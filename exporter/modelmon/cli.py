@@ -1,0 +1,143 @@
+"""Command line: ``modelmon serve``, ``modelmon check-config`` and friends.
+
+Flags follow Prometheus exporters (``--web.listen-address``, ``--log.level``).
+Subcommands live in their own modules and are listed in :data:`SUBCOMMANDS`;
+each module has ``add_parser(subparsers)`` that sets ``func`` on its parser.
+Exit codes: 0 ok, 1 a check failed (drift found, gate failed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, default_config, load_config
+from .log import LEVELS, setup_logging
+
+log = logging.getLogger("modelmon")
+
+DEFAULT_PORT = 9874
+DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+
+#: Modules providing more subcommands (each: ``add_parser(subparsers)``).
+SUBCOMMANDS: list[str] = []
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else default_config()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import Exporter
+    from .sources.simulator import SCENARIOS
+
+    setup_logging(args.log_level)
+    try:
+        cfg = _load(args.config)
+        sim = cfg.simulator
+        if args.scenario is not None or args.simulate:
+            sim.enabled = True
+            if not cfg.model(sim.model):
+                from .sources.simulator import demo_model_config
+
+                cfg.models.append(demo_model_config(sim.model))
+        if args.scenario is not None:
+            if args.scenario not in SCENARIOS:
+                raise ConfigError(f"--scenario: must be one of {', '.join(SCENARIOS)}")
+            sim.scenario = args.scenario
+        for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
+            value = getattr(args, flag)
+            if value is not None:
+                from .config import parse_duration
+
+                try:
+                    setattr(sim, attr, parse_duration(value))
+                except ValueError as exc:
+                    raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
+        if args.rate is not None:
+            if args.rate <= 0:
+                raise ConfigError("--rate: must be > 0")
+            sim.rate = args.rate
+        if args.seed is not None:
+            sim.seed = args.seed
+        exporter = Exporter(cfg, listen=args.web_listen_address)
+    except (ConfigError, ValueError) as exc:
+        print(f"modelmon: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"modelmon: error: cannot listen on {args.web_listen_address}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: object) -> None:
+        log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    exporter.start()
+    stop.wait()
+    exporter.stop()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .app import load_profile
+
+    try:
+        cfg = load_config(args.file)
+        for i, m in enumerate(cfg.models):
+            load_profile(cfg, i, m)
+    except ConfigError as exc:
+        print(f"modelmon: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK ({len(cfg.models)} model(s), windows {', '.join(w.name for w in cfg.windows)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelmon", description="Prometheus exporter for ML models in production.")
+    parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the exporter (a simulated model unless a config says otherwise)")
+    serve.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="YAML config (default: simulated demo model)")
+    serve.add_argument("--web.listen-address", dest="web_listen_address", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                       help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
+    serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
+                                          "accuracy-decay, data-drift, incident (implies --simulate)")
+    serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
+    serve.add_argument("--anomaly-after", metavar="DURATION", help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
+    serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")
+    serve.add_argument("--rate", type=float, help="simulated requests per second (default 1000)")
+    serve.add_argument("--seed", type=int, help="random seed for reproducible simulation")
+    serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file (and its reference data) without serving")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    for module in SUBCOMMANDS:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

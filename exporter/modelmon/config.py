@@ -1,0 +1,465 @@
+"""YAML configuration loaded into dataclasses and validated at start.
+
+Every error names the file and the dotted path of the offending field, e.g.
+``modelmon.yml: models[0].features[2].type: must be one of numerical,
+categorical``, because a user fixing a config wants to jump to the line, not to
+read a traceback.
+
+The loader is schema-driven: it reads the dataclass field types, so adding a
+setting is adding a field (with a default and, where needed, ``choices`` or a
+``check`` in the field metadata).  Unknown keys are errors, so typos do not
+silently fall back to defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FEATURE_TYPES = ("numerical", "categorical")
+TASKS = ("classification", "regression")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and field it concerns."""
+
+    def __init__(self, message: str, *, file: str | None = None, field_path: str | None = None):
+        self.file = file
+        self.field_path = field_path
+        self.reason = message
+        parts = [p for p in (file, field_path) if p]
+        super().__init__(": ".join(parts + [message]))
+
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``"5m"``, ``"30s"``, ``"1h"``, ``"250ms"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        value = float(value)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value.strip())):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a non-negative duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Prometheus-style spelling of a duration (``300`` -> ``5m``)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _check(fn: Any, message: str) -> dict[str, Any]:
+    return {"check": (fn, message)}
+
+
+def _positive(x: Any) -> bool:
+    return x > 0
+
+
+def _ratio(x: Any) -> bool:
+    return 0.0 <= x <= 1.0
+
+
+def _label_value(x: Any) -> bool:
+    return bool(_NAME_RE.match(x))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class FeatureConfig:
+    """One model input monitored for drift and data quality."""
+
+    name: str = field(metadata=_check(_label_value, "must be a name of letters, digits, _ . -"))
+    type: str = field(default="numerical", metadata=_choices(*FEATURE_TYPES))
+    #: Categorical features only: the bounded set of categories exported as
+    #: label values.  Empty means "the reference's top-K categories".  Values
+    #: outside the set are counted as ``__other__``, never as new label values.
+    categories: list[str] = field(default_factory=list)
+    #: Drift methods for this feature; empty means the model's ``drift.methods``
+    #: or, failing that, the default rule (see docs/drift.md).
+    methods: list[str] = field(default_factory=list)
+    #: Per-feature threshold overriding the method's default.
+    threshold: float | None = None
+    #: Log the raw value in structured inference logs (privacy: off by default).
+    log_value: bool = False
+
+
+@dataclass
+class WindowConfig:
+    """A sliding time window over recent events.
+
+    Memory is bounded by ``max_events``: when more events than that arrive
+    within ``duration``, the window keeps the most recent ``max_events``.
+    """
+
+    name: str = field(default="", metadata=_check(lambda s: s == "" or _label_value(s), "must be a short label such as 5m"))
+    duration_seconds: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
+    max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = format_duration(self.duration_seconds)
+
+
+@dataclass
+class ThresholdsConfig:
+    """Alert thresholds, exported as gauges so alert rules compare against them.
+
+    Defaults are the original brief's: 200 ms response time, 500 req/s,
+    accuracy 0.85, 5 % errors, drift score 0.1, release gate accuracy 0.90.
+    """
+
+    latency_p95_seconds: float = field(default=0.2, metadata=_check(_positive, "must be > 0"))
+    throughput_min_requests_per_second: float = field(default=500.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    accuracy_min: float = field(default=0.85, metadata=_check(_ratio, "must be between 0 and 1"))
+    error_ratio_max: float = field(default=0.05, metadata=_check(_ratio, "must be between 0 and 1"))
+    drift_score: float = field(default=0.1, metadata=_check(_positive, "must be > 0"))
+    dataset_drift_share: float = field(default=0.5, metadata=_check(_ratio, "must be between 0 and 1"))
+    min_labelled_events: int = field(default=100, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    label_coverage_min: float = field(default=0.5, metadata=_check(_ratio, "must be between 0 and 1"))
+    missing_ratio_max: float = field(default=0.05, metadata=_check(_ratio, "must be between 0 and 1"))
+    out_of_range_ratio_max: float = field(default=0.05, metadata=_check(_ratio, "must be between 0 and 1"))
+    new_category_ratio_max: float = field(default=0.05, metadata=_check(_ratio, "must be between 0 and 1"))
+    release_accuracy_min: float = field(default=0.90, metadata=_check(_ratio, "must be between 0 and 1"))
+
+
+@dataclass
+class DriftConfig:
+    """How drift is computed for a model."""
+
+    #: Methods for every feature of the matching type; empty = default rule.
+    methods: list[str] = field(default_factory=list)
+    #: Reference-quantile bins for PSI / Jensen-Shannon and the fleet-mergeable
+    #: bin counters (two out-of-range bins are added).  Small on purpose: each
+    #: bin is one time series per feature.
+    bins: int = field(default=10, metadata=_check(lambda x: 2 <= x <= 50, "must be between 2 and 50"))
+    #: Below this many values in a window no score is reported.
+    min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
+    #: Scores are recomputed at most this often and cached between scrapes.
+    recompute_interval_seconds: float = field(default=10.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    #: Size of the sorted reference sample kept for exact tests (KS, Wasserstein).
+    reference_sample_size: int = field(default=10_000, metadata=_check(_positive, "must be > 0"))
+    #: Categorical features: categories kept from the reference (rest -> __other__).
+    top_k_categories: int = field(default=20, metadata=_check(_positive, "must be > 0"))
+    #: Default rule: windows up to this many values use KS / chi-square.
+    small_sample_max: int = field(default=1000, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass
+class ReferenceConfig:
+    """Where the reference (training-time) data comes from."""
+
+    #: CSV, JSON lines, Parquet, or a frozen profile built by
+    #: ``modelmon reference build``.  Relative paths are relative to the config file.
+    path: str = ""
+
+
+@dataclass
+class FairnessConfig:
+    """Fairness monitoring for one sensitive attribute with a bounded set of groups."""
+
+    attribute: str = ""
+    groups: list[str] = field(default_factory=list)
+    #: The group others are compared against; empty = the first group.
+    reference_group: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """One monitored model."""
+
+    name: str = field(metadata=_check(_label_value, "must be a name of letters, digits, _ . -"))
+    task: str = field(default="classification", metadata=_choices(*TASKS))
+    #: Version assumed when events carry none.
+    version: str = ""
+    #: Classification: the class treated as positive for precision / recall.
+    positive_class: str = "1"
+    #: Bounded set of versions exported as label values (empty = any, capped by max_versions).
+    max_versions: int = field(default=10, metadata=_check(_positive, "must be > 0"))
+    #: Bounded error reasons; others are counted as ``other``.
+    error_reasons: list[str] = field(default_factory=lambda: ["error", "timeout", "upstream"])
+    features: list[FeatureConfig] = field(default_factory=list)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+
+    def feature(self, name: str) -> FeatureConfig | None:
+        for f in self.features:
+            if f.name == name:
+                return f
+        return None
+
+
+@dataclass
+class SimulatorConfig:
+    """The built-in simulated model (the default source)."""
+
+    enabled: bool = False
+    scenario: str = "normal"
+    #: Simulated requests per second (what Prometheus's rate() should show).
+    rate: float = field(default=1000.0, metadata=_check(_positive, "must be > 0"))
+    anomaly_after_seconds: float = field(default=180.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    #: 0 = the anomaly never ends.
+    anomaly_duration_seconds: float = field(default=0.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    seed: int | None = None
+    model: str = "demo"
+    reference_rows: int = field(default=20_000, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass
+class IngestConfig:
+    """The event ingestion API (``POST /api/v1/events`` and ``/api/v1/labels``)."""
+
+    enabled: bool = True
+    #: What to do with events for models not in the config: reject (404) or count.
+    unknown_model: str = field(default="reject", metadata=_choices("reject", "count"))
+    #: What to do with features not in the model's config: ignore (counted) or reject.
+    unknown_feature: str = field(default="ignore", metadata=_choices("ignore", "reject"))
+    max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    #: Bearer token from this environment variable or file (never logged).
+    token_env: str = ""
+    token_file: str = ""
+    #: Events whose labels may still arrive: the join buffer's cap and horizon.
+    label_join_max_events: int = field(default=200_000, metadata=_check(_positive, "must be > 0"))
+    label_join_horizon_seconds: float = field(default=3600.0, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass
+class Config:
+    """The whole exporter configuration."""
+
+    models: list[ModelConfig] = field(default_factory=list)
+    windows: list[WindowConfig] = field(
+        default_factory=lambda: [WindowConfig(duration_seconds=300.0), WindowConfig(duration_seconds=3600.0)]
+    )
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    #: Free-form sections owned by optional subsystems (proxy, logs, web).
+    proxy: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, Any] = field(default_factory=dict)
+    web: dict[str, Any] = field(default_factory=dict)
+    #: The file this config came from ("" for the built-in default).
+    source: str = field(default="", metadata={"internal": True})
+
+    def model(self, name: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+    def resolve_path(self, path: str) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        p = Path(path)
+        if p.is_absolute() or not self.source:
+            return p
+        return Path(self.source).parent / p
+
+
+# --------------------------------------------------------------------------- loader
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list,):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str, meta: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path, meta)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"must be {_type_name(tp)}", field_path=path)
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]", None) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError("must be a mapping", field_path=path)
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("must be true or false", field_path=path)
+        return value
+    if tp is float:
+        if path.endswith("_seconds") or path.split(".")[-1].endswith("_seconds"):
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc), field_path=path) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("must be a number", field_path=path)
+        if not math.isfinite(value):
+            raise ConfigError("must be a finite number", field_path=path)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("must be an integer", field_path=path)
+        return value
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError("must be a string", field_path=path)
+        return str(value)
+    return value
+
+
+def _build(cls: Any, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping", field_path=path or "(top level)")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    # Durations may be written without the unit suffix: `duration: 5m`.
+    aliases = {name[: -len("_seconds")]: name for name in fields if name.endswith("_seconds")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = aliases.get(key, key)
+        sub = f"{path}.{key}" if path else str(key)
+        if name not in fields:
+            raise ConfigError(f"unknown field (expected one of {', '.join(sorted(fields))})", field_path=sub)
+        f = fields[name]
+        conv_path = f"{path}.{name}" if path else name
+        try:
+            converted = _convert(value, hints[name], conv_path, f.metadata)
+        except ConfigError as exc:
+            # Report the path as the user wrote it.
+            if exc.field_path == conv_path:
+                exc = ConfigError(exc.reason, field_path=sub)
+            raise exc from None
+        if converted is not None:
+            if "choices" in f.metadata and converted not in f.metadata["choices"]:
+                raise ConfigError(f"must be one of {', '.join(f.metadata['choices'])}", field_path=sub)
+            if "check" in f.metadata:
+                fn, message = f.metadata["check"]
+                if not fn(converted):
+                    raise ConfigError(message, field_path=sub)
+        kwargs[name] = converted
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError("is required", field_path=f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    """Cross-field checks the schema cannot express."""
+    from .drift import registry  # local import: drift depends on config
+
+    seen: set[str] = set()
+    for i, m in enumerate(cfg.models):
+        if m.name in seen:
+            raise ConfigError(f"duplicate model name {m.name!r}", field_path=f"models[{i}].name")
+        seen.add(m.name)
+        names: set[str] = set()
+        for j, f in enumerate(m.features):
+            fp = f"models[{i}].features[{j}]"
+            if f.name in names:
+                raise ConfigError(f"duplicate feature name {f.name!r}", field_path=f"{fp}.name")
+            names.add(f.name)
+            if f.type == "numerical" and f.categories:
+                raise ConfigError("only categorical features have categories", field_path=f"{fp}.categories")
+            if len(set(f.categories)) != len(f.categories):
+                raise ConfigError("categories must be unique", field_path=f"{fp}.categories")
+            for k, method in enumerate(f.methods):
+                _check_method(method, f.type, f"{fp}.methods[{k}]", registry)
+        for k, method in enumerate(m.drift.methods):
+            if method not in registry.names():
+                raise ConfigError(
+                    f"unknown drift method {method!r} (known: {', '.join(registry.names())})",
+                    field_path=f"models[{i}].drift.methods[{k}]",
+                )
+        fair = m.fairness
+        if fair.attribute and not fair.groups:
+            raise ConfigError("a fairness attribute needs its bounded list of groups", field_path=f"models[{i}].fairness.groups")
+        if fair.reference_group and fair.reference_group not in fair.groups:
+            raise ConfigError("must be one of fairness.groups", field_path=f"models[{i}].fairness.reference_group")
+    wnames: set[str] = set()
+    for i, w in enumerate(cfg.windows):
+        if w.name in wnames:
+            raise ConfigError(f"duplicate window name {w.name!r}", field_path=f"windows[{i}].name")
+        wnames.add(w.name)
+    if not cfg.windows:
+        raise ConfigError("at least one window is required", field_path="windows")
+
+
+def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:
+    if method not in registry.names():
+        raise ConfigError(f"unknown drift method {method!r} (known: {', '.join(registry.names())})", field_path=path)
+    if ftype not in registry.get(method).feature_types:
+        raise ConfigError(f"method {method!r} does not apply to {ftype} features", field_path=path)
+
+
+def config_from_dict(data: Any, source: str = "") -> Config:
+    """Build and validate a :class:`Config` from already-parsed YAML."""
+    try:
+        cfg = _build(Config, data, "")
+        cfg.source = source
+        _validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, file=source or None, field_path=exc.field_path) from None
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a YAML config file; raises :class:`ConfigError` naming file and field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=str(p)) from None
+    return config_from_dict(data, source=str(p))
+
+
+def default_config() -> Config:
+    """The config used when none is given: the simulated demo model."""
+    from .sources.simulator import demo_model_config
+
+    cfg = Config(models=[demo_model_config()])
+    cfg.simulator.enabled = True
+    return cfg

@@ -1,0 +1,303 @@
+"""Per-model state: serving counters, sliding windows, cached drift and quality.
+
+A :class:`ModelMonitor` receives :class:`~modelmon.events.EventBatch` objects
+from the pipeline and keeps
+
+- cumulative serving counters per version (requests, errors by reason, the
+  latency histogram) and per-bin / per-category counters for fleet-wide drift;
+- one feature :class:`~modelmon.windows.TimeWindow` per configured window
+  (feature values, their reference bin or category code, error flags);
+- one labelled :class:`~modelmon.windows.TimeWindow` per configured window
+  (prediction, label, score, fairness group) for quality metrics.
+
+Drift and quality are computed lazily when a scrape asks and cached for
+``drift.recompute_interval`` seconds, as the Prometheus exporter guide allows
+for expensive metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import Config, ModelConfig
+from .drift.engine import DriftEngine, DriftReport
+from .drift.reference import ReferenceProfile, to_float_array
+from .events import EventBatch
+from .quality import QualityReport, compute_quality
+from .windows import ColumnSpec, TimeWindow
+
+#: Latency buckets for model serving, in seconds.  Dense between 50 ms and
+#: 500 ms where online models live and where the default 200 ms threshold sits
+#: (0.2 is a bucket bound, so ``histogram_quantile`` is exact there).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+OTHER_VERSION = "other"
+OTHER_REASON = "other"
+#: Cap on distinct class values remembered per model (never exported as labels).
+MAX_CLASSES = 1000
+
+
+@dataclass
+class VersionStats:
+    """Cumulative serving counters of one model version."""
+
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    bucket_counts: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64))
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+class ModelMonitor:
+    """Everything the exporter knows about one model."""
+
+    def __init__(self, cfg: ModelConfig, config: Config, profile: ReferenceProfile | None, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.clock = clock
+        self.profile = profile
+        self.recompute_interval = cfg.drift.recompute_interval_seconds
+        self._lock = threading.Lock()
+        self.versions: dict[str, VersionStats] = {}
+        self.classes: dict[str, int] = {}
+        #: Cumulative counters of labelled predictions (fleet-mergeable accuracy).
+        self.labelled_total = 0
+        self.correct_total = 0
+        self.drift_engine: DriftEngine | None = None
+        self.num_names: list[str] = []
+        self.cat_names: list[str] = []
+        if profile is not None and cfg.features:
+            self.drift_engine = DriftEngine(cfg.features, profile, cfg.drift, cfg.thresholds.dataset_drift_share)
+            self.num_names = self.drift_engine.layout.numerical
+            self.cat_names = self.drift_engine.layout.categorical
+        self.num_profiles = [profile.features[n] for n in self.num_names] if profile else []
+        self.cat_profiles = [profile.features[n] for n in self.cat_names] if profile else []
+        num_slots = max((p.slots for p in self.num_profiles), default=1)
+        cat_slots = max((p.slots for p in self.cat_profiles), default=1)
+        #: Cumulative (fleet-mergeable) counts per reference bin / category.
+        self.num_bin_totals = np.zeros((len(self.num_names), num_slots), dtype=np.int64)
+        self.cat_totals = np.zeros((len(self.cat_names), cat_slots), dtype=np.int64)
+        self.groups = list(cfg.fairness.groups)
+        self._group_index = {g: i for i, g in enumerate(self.groups)}
+        fcols = {
+            "num": ColumnSpec(np.float64, max(len(self.num_names), 1), fill=math.nan),
+            "num_bin": ColumnSpec(np.int16, max(len(self.num_names), 1), codes=num_slots, fill=-1),
+            "cat": ColumnSpec(np.int16, max(len(self.cat_names), 1), codes=cat_slots, fill=-1),
+            "error": ColumnSpec(np.int8, 1, codes=2),
+        }
+        qcols = {
+            "pred": ColumnSpec(np.float64, 1, fill=math.nan),
+            "label": ColumnSpec(np.float64, 1, fill=math.nan),
+            "score": ColumnSpec(np.float64, 1, fill=math.nan),
+            "group": ColumnSpec(np.int16, 1, codes=max(len(self.groups), 1), fill=-1),
+            "delay": ColumnSpec(np.float64, 1, fill=0.0),
+        }
+        self.windows = {w.name: TimeWindow(w.name, w.duration_seconds, w.max_events, fcols) for w in config.windows}
+        self.labelled = {w.name: TimeWindow(w.name, w.duration_seconds, w.max_events, qcols) for w in config.windows}
+        self._drift_cache: dict[str, DriftReport] = {}
+        self._quality_cache: dict[str, tuple[float, QualityReport]] = {}
+        self._drift_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ intake
+    def version_key(self, version: str) -> str:
+        """Bounded version label: the first ``max_versions`` seen, then ``other``."""
+        version = version or self.cfg.version or "unknown"
+        if version in self.versions or len(self.versions) < self.cfg.max_versions:
+            return version
+        return OTHER_VERSION
+
+    def reason_key(self, reason: str) -> str:
+        return reason if reason in self.cfg.error_reasons else OTHER_REASON
+
+    def class_code(self, value: Any) -> float:
+        """Classification: a stable numeric code per class value (bounded)."""
+        if value is None:
+            return math.nan
+        key = str(value)
+        code = self.classes.get(key)
+        if code is None:
+            if len(self.classes) >= MAX_CLASSES:
+                return -1.0
+            code = self.classes[key] = len(self.classes)
+        return float(code)
+
+    def observe(self, batch: EventBatch) -> None:
+        """Account a batch of events (already validated by its source)."""
+        n = len(batch)
+        if n == 0:
+            return
+        now = self.clock()
+        lat = np.array([math.nan if v is None else v for v in batch.latency_seconds], dtype=np.float64)
+        err = np.array([e is not None for e in batch.errors], dtype=np.int8)
+        with self._lock:
+            self._count_serving(batch, lat, now)
+            num = np.full((max(len(self.num_names), 1), n), math.nan)
+            num_bin = np.full((max(len(self.num_names), 1), n), -1, dtype=np.int16)
+            for i, (name, prof) in enumerate(zip(self.num_names, self.num_profiles)):
+                col = batch.features.get(name)
+                if col is None:
+                    continue
+                x = to_float_array(col)
+                x[~np.isfinite(x)] = math.nan
+                num[i] = x
+                idx = prof.bin_index(x)
+                num_bin[i] = idx
+                valid = idx[idx >= 0]
+                if valid.size:
+                    self.num_bin_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
+            cat = np.full((max(len(self.cat_names), 1), n), -1, dtype=np.int16)
+            for i, (name, prof) in enumerate(zip(self.cat_names, self.cat_profiles)):
+                col = batch.features.get(name)
+                if col is None:
+                    continue
+                codes = prof.codes(col)
+                cat[i] = codes
+                valid = codes[codes >= 0]
+                if valid.size:
+                    self.cat_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
+        cols = {"num": num, "num_bin": num_bin, "cat": cat, "error": err}
+        for w in self.windows.values():
+            w.append(now, cols, now=now)
+        # Events that carry their label are labelled at once.
+        has_label = [i for i, lab in enumerate(batch.labels) if lab is not None]
+        if has_label:
+            self.observe_labels(
+                predictions=[batch.predictions[i] for i in has_label],
+                labels=[batch.labels[i] for i in has_label],
+                scores=[batch.scores[i] for i in has_label],
+                groups=self._groups_of(batch, has_label),
+                delays=[0.0] * len(has_label),
+            )
+
+    def _groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
+        attr = self.cfg.fairness.attribute
+        if not attr:
+            return [None] * len(rows)
+        col = batch.attributes.get(attr) or batch.features.get(attr)
+        if col is None:
+            return [None] * len(rows)
+        return [None if col[i] is None else str(col[i]) for i in rows]
+
+    def _count_serving(self, batch: EventBatch, lat: np.ndarray, now: float) -> None:
+        versions = batch.versions
+        if len(set(versions)) == 1:
+            groups = {versions[0]: slice(None)}
+        else:
+            idx: dict[str, list[int]] = {}
+            for i, v in enumerate(versions):
+                idx.setdefault(v, []).append(i)
+            groups = {v: np.array(ix) for v, ix in idx.items()}
+        errors = batch.errors
+        for version, sel in groups.items():
+            key = self.version_key(version)
+            st = self.versions.get(key)
+            if st is None:
+                st = self.versions[key] = VersionStats(first_seen=now)
+            st.last_seen = now
+            l = lat[sel]
+            st.requests += len(l)
+            l = l[~np.isnan(l)]
+            if l.size:
+                st.bucket_counts += np.bincount(np.searchsorted(LATENCY_BUCKETS, l, side="left"), minlength=len(LATENCY_BUCKETS) + 1)
+                st.latency_sum += float(l.sum())
+                st.latency_count += int(l.size)
+            errs = errors if isinstance(sel, slice) else [errors[i] for i in sel]
+            for e in errs:
+                if e is not None:
+                    r = self.reason_key(e)
+                    st.errors[r] = st.errors.get(r, 0) + 1
+
+    def observe_labels(
+        self,
+        predictions: list[Any],
+        labels: list[Any],
+        scores: list[float | None],
+        groups: list[str | None],
+        delays: list[float],
+    ) -> None:
+        """Account predictions whose ground truth is now known."""
+        now = self.clock()
+        if self.cfg.task == "classification":
+            with self._lock:
+                pred = np.array([self.class_code(p) for p in predictions])
+                lab = np.array([self.class_code(v) for v in labels])
+        else:
+            pred = to_float_array(predictions)
+            lab = to_float_array(labels)
+        known = ~(np.isnan(pred) | np.isnan(lab))
+        with self._lock:
+            self.labelled_total += int(known.sum())
+            if self.cfg.task == "classification":
+                self.correct_total += int((pred[known] == lab[known]).sum())
+        score = np.array([math.nan if s is None else s for s in scores], dtype=np.float64)
+        group = np.array([self._group_index.get(g, -1) if g is not None else -1 for g in groups], dtype=np.int16)
+        cols = {"pred": pred, "label": lab, "score": score, "group": group, "delay": np.asarray(delays, dtype=np.float64)}
+        for w in self.labelled.values():
+            w.append(now, cols, now=now)
+
+    # ------------------------------------------------------------------- reads
+    def window_sizes(self) -> dict[str, int]:
+        now = self.clock()
+        out = {}
+        for name, w in self.windows.items():
+            w.evict(now)
+            out[name] = len(w)
+        return out
+
+    def labelled_sizes(self) -> dict[str, int]:
+        now = self.clock()
+        out = {}
+        for name, w in self.labelled.items():
+            w.evict(now)
+            out[name] = len(w)
+        return out
+
+    def error_counts(self, window: str) -> tuple[int, int]:
+        """(events, errors) in a window."""
+        c = self.windows[window].counts("error", now=self.clock())
+        return int(c.sum()), int(c[0, 1])
+
+    def drift(self, window: str) -> DriftReport | None:
+        """The cached drift report of a window, recomputed when stale."""
+        if self.drift_engine is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._drift_cache.get(window)
+            if cached is not None and now - cached.timestamp < self.recompute_interval:
+                return cached
+            w = self.windows[window]
+            cols = ("num", "cat") if self.drift_engine.needs_values else ()
+            snap = w.snapshot(now=now, columns=cols)
+            report = self.drift_engine.compute(window, snap.size, snap.columns, snap.counts)
+            report.timestamp = now
+            self._drift_cache[window] = report
+            return report
+
+    def quality(self, window: str) -> QualityReport:
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._quality_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.labelled[window].snapshot(now=now)
+            positive = self.classes.get(self.cfg.positive_class)
+            rep = compute_quality(
+                task=self.cfg.task,
+                pred=snap.columns["pred"][0],
+                label=snap.columns["label"][0],
+                score=snap.columns["score"][0],
+                group=snap.columns["group"][0],
+                groups=self.groups,
+                positive=positive,
+                reference_group=self.cfg.fairness.reference_group or (self.groups[0] if self.groups else ""),
+            )
+            self._quality_cache[window] = (now, rep)
+            return rep

@@ -1,0 +1,1 @@
+"""Event sources: each turns something it observes into events for the pipeline."""

@@ -1,0 +1,225 @@
+"""The simulated model: a source like any other, feeding the same pipeline.
+
+The demo is a binary classifier ("will this customer churn") with four
+numerical and two categorical features.  Its reference dataset is generated
+from the ``normal`` distributions with the run's seed, so drift scores mean
+something.  Scenarios (the original brief's ``MonitoringMetrics``, made real):
+
+============== ============================================================
+normal          latency ~ N(100 ms, 20 ms), 1000 req/s, 1 % errors,
+                accuracy 0.95, features as in the reference
+latency-spike   latency ~ N(250 ms, 40 ms)   (threshold 200 ms)
+throughput-drop 400 req/s                     (threshold 500 req/s)
+error-burst     10 % errors                   (threshold 5 %)
+accuracy-decay  accuracy 0.80                 (threshold 0.85)
+data-drift      age +0.2 sd (slight), income +0.5 sd and x1.2 sd (moderate),
+                credit_score +1 sd and x1.5 sd (severe), region mix reversed
+incident        all of the above at once
+============== ============================================================
+
+The anomaly starts ``anomaly_after`` seconds after start and, when
+``anomaly_duration`` > 0, ends after that long, so alerts can fire and resolve.
+Requests are *counted*, not faked: the simulator emits exactly ``rate`` events
+per second (fractions carried over between ticks), so Prometheus's
+``rate(modelmon_requests_total[1m])`` shows the configured rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..config import FeatureConfig, FairnessConfig, ModelConfig, SimulatorConfig
+from ..drift.reference import ReferenceProfile, build_profile
+from ..events import EventBatch
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift", "incident")
+MODEL_VERSION = "1.0.0"
+REGIONS = ["north", "south", "east", "west"]
+DEVICES = ["mobile", "desktop", "tablet"]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The distribution parameters in force at a moment."""
+
+    latency_mean: float = 0.100
+    latency_sd: float = 0.020
+    rate: float = 1000.0
+    error_rate: float = 0.01
+    accuracy: float = 0.95
+    drift: bool = False
+
+
+def demo_model_config(name: str = "demo") -> ModelConfig:
+    """The demo model's config: used when ``modelmon serve`` runs without one."""
+    return ModelConfig(
+        name=name,
+        task="classification",
+        version=MODEL_VERSION,
+        positive_class="1",
+        features=[
+            FeatureConfig(name="age", type="numerical"),
+            FeatureConfig(name="income", type="numerical"),
+            FeatureConfig(name="credit_score", type="numerical"),
+            FeatureConfig(name="session_seconds", type="numerical"),
+            FeatureConfig(name="region", type="categorical", categories=list(REGIONS)),
+            FeatureConfig(name="device", type="categorical", categories=list(DEVICES)),
+        ],
+        fairness=FairnessConfig(attribute="region", groups=list(REGIONS), reference_group="north"),
+    )
+
+
+def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
+    if not anomalous or scenario == "normal":
+        return Regime(rate=base_rate)
+    every = scenario == "incident"
+    return Regime(
+        latency_mean=0.250 if every or scenario == "latency-spike" else 0.100,
+        latency_sd=0.040 if every or scenario == "latency-spike" else 0.020,
+        rate=base_rate * 0.4 if every or scenario == "throughput-drop" else base_rate,
+        error_rate=0.10 if every or scenario == "error-burst" else 0.01,
+        accuracy=0.80 if every or scenario == "accuracy-decay" else 0.95,
+        drift=every or scenario == "data-drift",
+    )
+
+
+def generate_features(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np.ndarray]:
+    """Feature columns of ``n`` simulated requests (the reference when ``drift`` is False)."""
+    if drift:
+        age = rng.normal(40 + 0.2 * 12, 12, n)
+        income = rng.normal(50_000 + 0.5 * 15_000, 15_000 * 1.2, n)
+        credit = rng.normal(650 + 1.0 * 80, 80 * 1.5, n)
+        region_p = [0.1, 0.2, 0.3, 0.4]
+    else:
+        age = rng.normal(40, 12, n)
+        income = rng.normal(50_000, 15_000, n)
+        credit = rng.normal(650, 80, n)
+        region_p = [0.4, 0.3, 0.2, 0.1]
+    return {
+        "age": np.clip(age, 18, 100),
+        "income": np.maximum(income, 0.0),
+        "credit_score": np.clip(credit, 300, 850) if not drift else np.clip(credit, 300, 1000),
+        "session_seconds": rng.exponential(300.0, n),
+        "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=region_p)],
+        "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=[0.6, 0.3, 0.1])],
+    }
+
+
+def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> ReferenceProfile:
+    """The demo's reference profile, generated from the ``normal`` regime."""
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    cols = generate_features(rng, rows)
+    return build_profile(
+        cols, model.features, bins=model.drift.bins,
+        sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories,
+    )
+
+
+class Simulator:
+    """Generates the demo model's traffic in a background thread."""
+
+    TICK = 0.1  # seconds between batches
+
+    def __init__(self, cfg: SimulatorConfig, submit: Callable[[EventBatch], None], clock: Callable[[], float] = time.time):
+        if cfg.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {cfg.scenario!r} (known: {', '.join(SCENARIOS)})")
+        self.cfg = cfg
+        self.submit = submit
+        self.clock = clock
+        self.rng = np.random.default_rng(cfg.seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._carry = 0.0
+        self.started_at = clock()
+        self.emitted = 0
+
+    # -------------------------------------------------------------- scenario
+    def anomalous(self, now: float | None = None) -> bool:
+        elapsed = (self.clock() if now is None else now) - self.started_at
+        if self.cfg.scenario == "normal" or elapsed < self.cfg.anomaly_after_seconds:
+            return False
+        if self.cfg.anomaly_duration_seconds > 0:
+            return elapsed < self.cfg.anomaly_after_seconds + self.cfg.anomaly_duration_seconds
+        return True
+
+    def regime(self, now: float | None = None) -> Regime:
+        return regime_for(self.cfg.scenario, self.anomalous(now), self.cfg.rate)
+
+    # ------------------------------------------------------------ generation
+    def batch(self, n: int, regime: Regime, now: float) -> EventBatch:
+        """``n`` simulated events under ``regime`` (vectorised)."""
+        rng = self.rng
+        feats = generate_features(rng, n, drift=regime.drift)
+        logit = 0.03 * (feats["age"] - 40) + (feats["credit_score"] - 650) / 100 - 0.5
+        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+        correct = rng.random(n) < regime.accuracy
+        pred = np.where(correct, label, 1 - label)
+        score = np.where(pred == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n))
+        latency = np.maximum(rng.normal(regime.latency_mean, regime.latency_sd, n), 0.005)
+        errors = rng.random(n) < regime.error_rate
+        start = self.emitted
+        self.emitted += n
+        labels = [None if e else str(v) for v, e in zip(label.tolist(), errors.tolist())]
+        return EventBatch(
+            model=self.cfg.model,
+            timestamps=[now] * n,
+            versions=[MODEL_VERSION] * n,
+            ids=[f"sim-{start + i}" for i in range(n)],
+            latency_seconds=latency.tolist(),
+            errors=["error" if e else None for e in errors.tolist()],
+            features={
+                "age": feats["age"].tolist(),
+                "income": feats["income"].tolist(),
+                "credit_score": feats["credit_score"].tolist(),
+                "session_seconds": feats["session_seconds"].tolist(),
+                "region": feats["region"].tolist(),
+                "device": feats["device"].tolist(),
+            },
+            predictions=[None if e else str(v) for v, e in zip(pred.tolist(), errors.tolist())],
+            scores=[None if e else s for s, e in zip(score.tolist(), errors.tolist())],
+            labels=labels,
+            attributes={"region": feats["region"].tolist()},
+            source="simulator",
+        )
+
+    def step(self, dt: float, now: float | None = None) -> int:
+        """Emit the events due for ``dt`` seconds; returns how many."""
+        now = self.clock() if now is None else now
+        regime = self.regime(now)
+        self._carry += regime.rate * dt
+        n = int(self._carry)
+        self._carry -= n
+        if n:
+            self.submit(self.batch(n, regime, now))
+        return n
+
+    # ---------------------------------------------------------------- thread
+    def start(self) -> None:
+        self.started_at = self.clock()
+        self._thread = threading.Thread(target=self._run, name="modelmon-simulator", daemon=True)
+        self._thread.start()
+        log.info("simulator started", extra={"scenario": self.cfg.scenario, "rate": self.cfg.rate,
+                                             "anomaly_after_seconds": self.cfg.anomaly_after_seconds})
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.TICK):
+            t = time.monotonic()
+            try:
+                self.step(t - last)
+            except Exception:  # keep simulating: one bad tick must not stop the source
+                log.exception("simulator step failed")
+            last = t
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
