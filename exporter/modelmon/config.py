@@ -191,6 +191,25 @@ class FairnessConfig:
     reference_group: str = ""
 
 
+#: Names of the model outputs when they are monitored like features.
+PREDICTION_FEATURE = "prediction"
+SCORE_FEATURE = "score"
+
+
+@dataclass
+class PredictionDriftConfig:
+    """Prediction drift: the model's outputs watched like features.
+
+    Exported with the drift metrics as ``feature="prediction"`` (categorical
+    for classification, numerical for regression) and ``feature="score"``
+    (numerical), scored with the model's drift methods.  The reference data
+    needs columns of those names, since drift means "unlike the reference".
+    """
+
+    prediction: bool = False
+    score: bool = False
+
+
 @dataclass
 class ModelConfig:
     """One monitored model."""
@@ -210,12 +229,23 @@ class ModelConfig:
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    prediction_drift: PredictionDriftConfig = field(default_factory=PredictionDriftConfig)
 
     def feature(self, name: str) -> FeatureConfig | None:
         for f in self.features:
             if f.name == name:
                 return f
         return None
+
+    def monitored_features(self) -> list[FeatureConfig]:
+        """The features plus the outputs watched for prediction drift (drift engine columns)."""
+        out = list(self.features)
+        if self.prediction_drift.prediction:
+            ptype = "categorical" if self.task == "classification" else "numerical"
+            out.append(FeatureConfig(name=PREDICTION_FEATURE, type=ptype))
+        if self.prediction_drift.score:
+            out.append(FeatureConfig(name=SCORE_FEATURE, type="numerical"))
+        return out
 
 
 @dataclass
@@ -250,6 +280,38 @@ class IngestConfig:
     #: Events whose labels may still arrive: the join buffer's cap and horizon.
     label_join_max_events: int = field(default=200_000, metadata=_check(_positive, "must be > 0"))
     label_join_horizon_seconds: float = field(default=3600.0, metadata=_check(_positive, "must be > 0"))
+    #: Ingestion requests processed at once; more are shed with 429 (bounds memory and CPU).
+    max_concurrent_requests: int = field(default=4, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass
+class ProxyConfig:
+    """The reverse-proxy source: a listener in front of one model server.
+
+    Off while ``listen_address`` is empty.  ``id``, ``features`` take dotted
+    paths into the JSON request body, ``prediction`` and ``score`` into the
+    JSON response body (``inputs[0]``, ``instances[*].age``, ``outputs.label``);
+    a ``[*]`` path makes one event per element (batch prediction requests).
+    """
+
+    listen_address: str = ""
+    upstream: str = ""
+    #: The model the upstream serves; empty = the only configured model.
+    model: str = ""
+    #: Version recorded for proxied predictions (else this response header, else the model's).
+    version: str = ""
+    version_header: str = ""
+    #: Request id for joining labels: this request header, else the ``id`` path.
+    id_header: str = "X-Request-Id"
+    id: str = ""
+    features: dict[str, str] = field(default_factory=dict)
+    prediction: str = ""
+    score: str = ""
+    timeout_seconds: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
+    #: JSON bodies up to this size are parsed for extraction; larger ones only pass through.
+    max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    #: Events waiting for the pipeline; when full, events are dropped and counted (requests still pass).
+    queue_max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
 
 
 @dataclass
@@ -262,8 +324,8 @@ class Config:
     )
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    #: Free-form sections owned by optional subsystems (proxy, logs, web).
-    proxy: dict[str, Any] = field(default_factory=dict)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    #: Free-form sections owned by optional subsystems (logs, web).
     logs: dict[str, Any] = field(default_factory=dict)
     web: dict[str, Any] = field(default_factory=dict)
     #: The file this config came from ("" for the built-in default).
@@ -413,6 +475,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("a fairness attribute needs its bounded list of groups", field_path=f"models[{i}].fairness.groups")
         if fair.reference_group and fair.reference_group not in fair.groups:
             raise ConfigError("must be one of fairness.groups", field_path=f"models[{i}].fairness.reference_group")
+        for key, fname in (("prediction", PREDICTION_FEATURE), ("score", SCORE_FEATURE)):
+            if getattr(m.prediction_drift, key) and fname in names:
+                raise ConfigError(f"a feature is already named {fname!r}", field_path=f"models[{i}].prediction_drift.{key}")
     wnames: set[str] = set()
     for i, w in enumerate(cfg.windows):
         if w.name in wnames:
@@ -420,6 +485,10 @@ def _validate(cfg: Config) -> None:
         wnames.add(w.name)
     if not cfg.windows:
         raise ConfigError("at least one window is required", field_path="windows")
+    if cfg.proxy.listen_address or cfg.proxy.upstream:
+        from .sources.proxy import validate_proxy_config  # local import: the proxy depends on config
+
+        validate_proxy_config(cfg)
 
 
 def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:

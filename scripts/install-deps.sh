@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what modelmon's tests need: the Python package with its test extras,
+# and Debian's Prometheus, Alertmanager (promtool, amtool) and docker-compose
+# (only used to validate docker-compose.yml offline).  Idempotent and quiet
+# when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+
+need_apt=()
+for bin in prometheus promtool prometheus-alertmanager amtool docker-compose; do
+  command -v "$bin" >/dev/null 2>&1 || need_apt+=("$bin")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: missing ${need_apt[*]}; installing Debian packages" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null
+fi
+
+if ! $PY -c "import modelmon, pytest, bcrypt" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
+  echo "install-deps: installing modelmon with test extras" >&2
+  $PY -m pip install -q --disable-pip-version-check -e ".[test]"
+fi
