@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfile | None:
     """The model's frozen reference profile, from a profile file or raw data."""
-    if not model.features:
+    if not model.monitored_features():
         return None
     if not model.reference.path:
         if cfg.simulator.enabled and model.name == cfg.simulator.model:
@@ -34,12 +34,12 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
     try:
         if path.suffix == ".json":
             prof = ReferenceProfile.load(path)
-            missing = [f.name for f in model.features if f.name not in prof.features]
+            missing = [f.name for f in model.monitored_features() if f.name not in prof.features]
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
             return prof
         cols = load_table(path)
-        return build_profile(cols, model.features, bins=model.drift.bins,
+        return build_profile(cols, model.monitored_features(), bins=model.drift.bins,
                              sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import Config, ModelConfig
+from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
 from .drift.reference import ReferenceProfile, to_float_array
 from .events import EventBatch
@@ -36,6 +36,9 @@ from .windows import ColumnSpec, TimeWindow
 #: 500 ms where online models live and where the default 200 ms threshold sits
 #: (0.2 is a bucket bound, so ``histogram_quantile`` is exact there).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+#: Label delay buckets (event to its label), in seconds: 1 s .. 1 week, since
+#: labels come from a click a second later or from a chargeback weeks later.
+LABEL_DELAY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 3 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
 OTHER_VERSION = "other"
 OTHER_REASON = "other"
 #: Cap on distinct class values remembered per model (never exported as labels).
@@ -70,11 +73,14 @@ class ModelMonitor:
         #: Cumulative counters of labelled predictions (fleet-mergeable accuracy).
         self.labelled_total = 0
         self.correct_total = 0
+        #: Cumulative label-delay histogram (per LABEL_DELAY_BUCKETS, plus +Inf).
+        self.label_delay_counts = np.zeros(len(LABEL_DELAY_BUCKETS) + 1, dtype=np.int64)
+        self.label_delay_sum = 0.0
         self.drift_engine: DriftEngine | None = None
         self.num_names: list[str] = []
         self.cat_names: list[str] = []
-        if profile is not None and cfg.features:
-            self.drift_engine = DriftEngine(cfg.features, profile, cfg.drift, cfg.thresholds.dataset_drift_share)
+        if profile is not None and cfg.monitored_features():
+            self.drift_engine = DriftEngine(cfg.monitored_features(), profile, cfg.drift, cfg.thresholds.dataset_drift_share)
             self.num_names = self.drift_engine.layout.numerical
             self.cat_names = self.drift_engine.layout.categorical
         self.num_profiles = [profile.features[n] for n in self.num_names] if profile else []
@@ -136,12 +142,13 @@ class ModelMonitor:
         now = self.clock()
         lat = np.array([math.nan if v is None else v for v in batch.latency_seconds], dtype=np.float64)
         err = np.array([e is not None for e in batch.errors], dtype=np.int8)
+        features = self._monitored_columns(batch)
         with self._lock:
             self._count_serving(batch, lat, now)
             num = np.full((max(len(self.num_names), 1), n), math.nan)
             num_bin = np.full((max(len(self.num_names), 1), n), -1, dtype=np.int16)
             for i, (name, prof) in enumerate(zip(self.num_names, self.num_profiles)):
-                col = batch.features.get(name)
+                col = features.get(name)
                 if col is None:
                     continue
                 x = to_float_array(col)
@@ -154,7 +161,7 @@ class ModelMonitor:
                     self.num_bin_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
             cat = np.full((max(len(self.cat_names), 1), n), -1, dtype=np.int16)
             for i, (name, prof) in enumerate(zip(self.cat_names, self.cat_profiles)):
-                col = batch.features.get(name)
+                col = features.get(name)
                 if col is None:
                     continue
                 codes = prof.codes(col)
@@ -175,6 +182,18 @@ class ModelMonitor:
                 groups=self._groups_of(batch, has_label),
                 delays=[0.0] * len(has_label),
             )
+
+    def _monitored_columns(self, batch: EventBatch) -> Any:
+        """The batch's feature columns plus the outputs watched for prediction drift."""
+        pd = self.cfg.prediction_drift
+        if not (pd.prediction or pd.score):
+            return batch.features
+        cols = dict(batch.features)
+        if pd.prediction:
+            cols[PREDICTION_FEATURE] = batch.predictions
+        if pd.score:
+            cols[SCORE_FEATURE] = batch.scores
+        return cols
 
     def _groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
         attr = self.cfg.fairness.attribute
@@ -232,13 +251,18 @@ class ModelMonitor:
             pred = to_float_array(predictions)
             lab = to_float_array(labels)
         known = ~(np.isnan(pred) | np.isnan(lab))
+        delay = np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
         with self._lock:
             self.labelled_total += int(known.sum())
             if self.cfg.task == "classification":
                 self.correct_total += int((pred[known] == lab[known]).sum())
+            self.label_delay_counts += np.bincount(
+                np.searchsorted(LABEL_DELAY_BUCKETS, delay, side="left"), minlength=len(LABEL_DELAY_BUCKETS) + 1
+            )
+            self.label_delay_sum += float(delay.sum())
         score = np.array([math.nan if s is None else s for s in scores], dtype=np.float64)
         group = np.array([self._group_index.get(g, -1) if g is not None else -1 for g in groups], dtype=np.int16)
-        cols = {"pred": pred, "label": lab, "score": score, "group": group, "delay": np.asarray(delays, dtype=np.float64)}
+        cols = {"pred": pred, "label": lab, "score": score, "group": group, "delay": delay}
         for w in self.labelled.values():
             w.append(now, cols, now=now)
 
@@ -298,6 +322,7 @@ class ModelMonitor:
                 groups=self.groups,
                 positive=positive,
                 reference_group=self.cfg.fairness.reference_group or (self.groups[0] if self.groups else ""),
+                binary=len(self.classes) <= 2,
             )
             self._quality_cache[window] = (now, rep)
             return rep
