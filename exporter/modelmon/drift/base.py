@@ -1,4 +1,12 @@
-"""What a drift method is: the small interface every method module implements."""
+"""What a drift method is: the small interface every method module implements.
+
+A method module declares which feature types it applies to, its default
+threshold, whether it reports a p-value (tests) or a distance, and whether it
+needs the window's raw values (exact tests: KS, Wasserstein, mean/std) or only
+the per-bin / per-category counts the window keeps incrementally (PSI,
+Jensen-Shannon, chi-square).  The engine uses ``needs_values`` to skip copying
+and sorting raw values when no configured method reads them.
+"""
 
 from __future__ import annotations
 
@@ -27,27 +35,39 @@ class CurrentColumn:
 
     ``values`` are the non-missing values (floats for numerical features; for
     categorical features, integer codes into the profile's categories with
-    ``len(categories)`` meaning "other / unseen").  ``counts`` are the counts
-    the window maintains incrementally: per reference bin (``len(edges) + 1``
-    slots: below-min, the bins, above-max) for numerical features, per category
-    plus other for categorical ones.  Binned methods read only ``counts`` so a
-    scrape costs O(bins), not O(window).
+    ``len(categories)`` meaning "other / unseen").  When ``is_sorted`` is True
+    they are in ascending order (the engine sorts each numerical column once
+    and shares it between methods); use :meth:`sorted_values` rather than
+    sorting again.  ``counts`` are the counts the window maintains
+    incrementally: per reference slot (``len(edges) + 1`` slots: below-min, the
+    bins, above-max) for numerical features, per category plus other for
+    categorical ones.  Binned methods read only ``counts`` so a scrape costs
+    O(bins), not O(window).
     """
 
     values: np.ndarray
     counts: np.ndarray
+    is_sorted: bool = False
 
     @property
     def n(self) -> int:
         return int(self.counts.sum())
 
+    def sorted_values(self) -> np.ndarray:
+        """The values in ascending order (sorted at most once)."""
+        if not self.is_sorted:
+            self.values = np.sort(np.asarray(self.values, dtype=np.float64))
+            self.is_sorted = True
+        return self.values
+
 
 class DriftMethod(ABC):
     """A statistical drift method.
 
-    ``higher_is_drift`` is True for distances (drift when statistic >=
-    threshold) and False for tests reported by p-value (drift when p-value <
-    threshold); ``threshold`` always means what the method's docs say.
+    ``has_p_value`` methods are tests: drift when the p-value < threshold.
+    The others are distances: drift when statistic >= threshold (``meanstd``
+    keeps the original brief's strict ``>``).  ``threshold`` always means
+    what the method's docs say.
     """
 
     name: ClassVar[str]
@@ -62,3 +82,16 @@ class DriftMethod(ABC):
         self, ref: NumericalProfile | CategoricalProfile, cur: CurrentColumn, threshold: float
     ) -> DriftResult:
         """Score the current column against the reference profile."""
+
+    # Helpers shared by the method modules ------------------------------------
+    @staticmethod
+    def p_value_result(statistic: float, p_value: float, threshold: float) -> DriftResult:
+        """A test's verdict: drift when ``p_value < threshold``."""
+        return DriftResult(statistic=float(statistic), p_value=float(p_value), threshold=threshold,
+                           drifted=bool(p_value < threshold))
+
+    @staticmethod
+    def distance_result(statistic: float, threshold: float) -> DriftResult:
+        """A distance's verdict: drift when ``statistic >= threshold``."""
+        return DriftResult(statistic=float(statistic), p_value=None, threshold=threshold,
+                           drifted=bool(statistic >= threshold))

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -67,6 +68,13 @@ class NumericalProfile:
     def slot_labels(self) -> list[str]:
         """Bounded label values for the bin slots: ``0`` .. ``len(edges)``."""
         return [str(i) for i in range(self.slots)]
+
+    @cached_property
+    def sample_steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sample's empirical CDF as (distinct values, F at each value),
+        computed once: what the KS statistic evaluates against."""
+        values, counts = np.unique(self.sample, return_counts=True)
+        return values, np.cumsum(counts) / len(self.sample)
 
 
 @dataclass
@@ -180,6 +188,13 @@ def to_float_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Numerical column as float64 with NaN for missing or unparsable values."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return values.astype(np.float64, copy=False)
+    try:
+        # Fast path: numbers, numeric strings and None (numpy parses strings).
+        fast = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        if fast.ndim == 1:
+            return fast
+    except (TypeError, ValueError):
+        pass
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         try:
