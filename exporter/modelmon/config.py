@@ -315,6 +315,63 @@ class ProxyConfig:
 
 
 @dataclass
+class LogsConfig:
+    """Structured inference logs: one JSON line per prediction (modelmon.inference_log).
+
+    Off by default because, unlike /metrics, they hold per-event data.  Privacy
+    by default: feature values only for features with ``log_value: true``,
+    attributes only when listed, ``hash_fields`` replaced by a salted hash.
+    """
+
+    enabled: bool = False
+    #: ``stdout``, ``stderr`` or a file path (relative to the config file), rotated at ``max_bytes``.
+    output: str = "stdout"
+    max_bytes: int = field(default=100 * 1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    backup_count: int = field(default=5, metadata=_check(lambda x: x >= 0, "must be >= 0"))
+    #: Share of successful predictions logged; failed ones are always logged while ``errors_always``.
+    sample_ratio: float = field(default=1.0, metadata=_check(_ratio, "must be between 0 and 1"))
+    errors_always: bool = True
+    #: Fields replaced by ``sha256:<hex>``: request_id, prediction, features.NAME, attributes.NAME.
+    hash_fields: list[str] = field(default_factory=list)
+    #: Environment variable holding the hash salt (so short ids cannot be reversed by brute force).
+    hash_salt_env: str = ""
+    #: Event attributes to include (none by default: they may identify people).
+    attributes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TLSServerConfig:
+    """Exporter-toolkit ``tls_server_config``: TLS is on when ``cert_file`` is set."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_auth_type: str = field(
+        default="NoClientCert", metadata=_choices("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+    )
+    client_ca_file: str = ""
+    min_version: str = field(default="TLS12", metadata=_choices("TLS12", "TLS13"))
+
+
+@dataclass
+class HTTPServerConfig:
+    """Exporter-toolkit ``http_server_config``: response headers such as HSTS."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WebConfig:
+    """TLS and basic auth for the HTTP server (modelmon.webauth), in the Prometheus
+    exporter-toolkit web config format, inline or in ``config_file`` (``--web.config.file``)."""
+
+    config_file: str = ""
+    tls_server_config: TLSServerConfig = field(default_factory=TLSServerConfig)
+    #: user -> bcrypt hash (``htpasswd -nBC 10 user``); protects /metrics and /.
+    basic_auth_users: dict[str, str] = field(default_factory=dict)
+    http_server_config: HTTPServerConfig = field(default_factory=HTTPServerConfig)
+
+
+@dataclass
 class Config:
     """The whole exporter configuration."""
 
@@ -325,9 +382,8 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    #: Free-form sections owned by optional subsystems (logs, web).
-    logs: dict[str, Any] = field(default_factory=dict)
-    web: dict[str, Any] = field(default_factory=dict)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     #: The file this config came from ("" for the built-in default).
     source: str = field(default="", metadata={"internal": True})
 
