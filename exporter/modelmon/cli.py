@@ -26,7 +26,9 @@ DEFAULT_PORT = 9874
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 
 #: Modules providing more subcommands (each: ``add_parser(subparsers)``).
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = [
+    "modelmon.drift_cli",  # drift, reference build
+]
 
 
 def _load(path: str | None) -> Config:

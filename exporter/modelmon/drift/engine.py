@@ -1,11 +1,12 @@
 """Scores one window of one model against its frozen reference profile.
 
-The engine is given a :class:`~modelmon.windows.WindowSnapshot` whose columns
-follow :class:`FeatureLayout` and returns a :class:`DriftReport`: per feature
-and method a :class:`~.base.DriftResult` (or nothing when the window holds
-fewer than ``min_samples`` values), dataset drift, and data-quality rates.
-The same engine serves the exporter and the batch ``modelmon drift`` command,
-so both report the same numbers for the same data.
+The engine is given a window's columns and running counts (laid out as in
+:class:`FeatureLayout`) and returns a :class:`DriftReport`: per feature and
+method a :class:`~.base.DriftResult` (or nothing when the window holds fewer
+than ``min_samples`` values), dataset drift, and data-quality rates.  The same
+engine serves the exporter (:meth:`ModelMonitor.drift` passes a window
+snapshot) and the batch ``modelmon drift`` command (:mod:`.batch` encodes a
+file the same way), so both report the same numbers for the same data.
 
 Method choice when the config names none (the rule Evidently users know,
 applied on the *reference* size so that the method, and hence the ``method``
@@ -18,12 +19,24 @@ label, never changes between windows):
 - PSI is always added (0.1 warn; the alert rules use 0.25 as critical).
 
 The first method of a feature is its *primary* method: it decides whether the
-feature counts as drifted for dataset drift.
+feature counts as drifted for dataset drift, and a feature's own
+``threshold`` setting applies to it (the other methods keep their defaults,
+since a p-value bound and a distance bound are not interchangeable).
+
+Cost: binned methods read only the slot counts (O(bins)).  Exact methods
+(KS, Wasserstein, mean/std) need the raw values: each numerical column that
+needs them is sorted once (NaN sort last, so the missing values are cut off
+by the count the window already knows) and the sorted array is shared by
+the methods.  Sorting dominates; features are spread over a small thread
+pool because numpy releases the GIL while sorting.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -31,8 +44,13 @@ import numpy as np
 
 from ..config import DriftConfig, FeatureConfig
 from . import registry
-from .base import CurrentColumn, DriftResult
+from .base import CurrentColumn, DriftMethod, DriftResult
 from .reference import CategoricalProfile, NumericalProfile, ReferenceProfile
+
+#: Worker threads for one computation (1 = no pool).  Two is what the
+#: exporter's target machines have; more gains little since Python glue
+#: between the numpy calls holds the GIL.
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def default_methods(ftype: str, reference_rows: int, cfg: DriftConfig) -> list[str]:
@@ -57,6 +75,8 @@ class FeaturePlan:
     row: int
     profile: NumericalProfile | CategoricalProfile
     methods: list[tuple[str, float]]  # (method name, threshold)
+    impls: list[DriftMethod] = field(default_factory=list)
+    needs_values: bool = False
 
 
 @dataclass(slots=True)
@@ -66,7 +86,10 @@ class FeatureReport:
     n: int
     missing_ratio: float
     out_of_range_ratio: float | None  # numerical only
-    new_category_ratio: float | None  # categorical only
+    #: Categorical only, and only when the reference kept every category it
+    #: saw (no ``__other__`` mass): otherwise a value in ``__other__`` may be
+    #: a rare reference category, and the rate is unknown (None).
+    new_category_ratio: float | None
     primary: str
     results: dict[str, DriftResult | None]  # None: fewer than min_samples values
 
@@ -99,6 +122,18 @@ class FeatureLayout:
         self.row.update({name: i for i, name in enumerate(self.categorical)})
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelmon-drift")
+        return _pool
+
+
 class DriftEngine:
     """Scores windows for one model.  Stateless between calls (thread-safe)."""
 
@@ -109,71 +144,71 @@ class DriftEngine:
         cfg: DriftConfig,
         dataset_share_threshold: float = 0.5,
         force_method: str | None = None,
+        min_samples: int | None = None,
+        workers: int = DEFAULT_WORKERS,
     ):
+        """``force_method`` replaces the methods of every feature it applies to
+        (the others keep their configured or default methods); ``min_samples``
+        overrides ``cfg.min_samples`` (the batch command scores any size)."""
         self.cfg = cfg
         self.profile = profile
         self.layout = FeatureLayout(features)
         self.dataset_share_threshold = dataset_share_threshold
+        self.min_samples = cfg.min_samples if min_samples is None else min_samples
+        self.workers = max(1, workers)
+        if force_method is not None:
+            registry.get(force_method)  # unknown name: KeyError listing the known ones
         self.plans: list[FeaturePlan] = []
         for f in features:
+            if f.name not in profile.features:
+                raise ValueError(f"the reference profile has no feature {f.name!r}")
             prof = profile.features[f.name]
-            if force_method is not None:
-                names = [force_method] if f.type in registry.get(force_method).feature_types else []
+            if prof.type != f.type:
+                raise ValueError(f"feature {f.name!r} is {f.type} in the config but {prof.type} in the reference profile")
+            if force_method is not None and f.type in registry.get(force_method).feature_types:
+                names = [force_method]
             else:
                 names = list(f.methods) or [m for m in cfg.methods if f.type in registry.get(m).feature_types]
                 if not names:
                     names = default_methods(f.type, profile.rows, cfg)
             methods = []
-            for m in names:
+            for k, m in enumerate(names):
                 method = registry.get(m)
-                thr = f.threshold if f.threshold is not None else method.default_threshold
+                thr = f.threshold if (k == 0 and f.threshold is not None) else method.default_threshold
                 methods.append((m, thr))
-            self.plans.append(FeaturePlan(f.name, f.type, self.layout.row[f.name], prof, methods))
+            impls = [registry.get(m) for m, _ in methods]
+            plan = FeaturePlan(f.name, f.type, self.layout.row[f.name], prof, methods, impls,
+                               needs_values=any(i.needs_values for i in impls))
+            self.plans.append(plan)
         self.plans_by_name = {p.name: p for p in self.plans}
-        self.needs_values = any(registry.get(m).needs_values for p in self.plans for m, _ in p.methods)
+        self.needs_values = any(p.needs_values for p in self.plans)
 
+    # ----------------------------------------------------------------- compute
     def compute(self, window: str, size: int, columns: dict[str, np.ndarray], counts: dict[str, np.ndarray]) -> DriftReport:
         """Score a window given its columns and running counts.
 
         ``columns['num']`` (float, NaN = missing) and ``columns['cat']`` (codes,
-        -1 = missing) are only read by methods that need raw values.
-        ``counts['num_bin']`` / ``counts['cat']`` are the per-slot counts.
+        -1 = missing) are only read by methods that need raw values, and are
+        not modified.  ``counts['num_bin']`` / ``counts['cat']`` are the
+        per-slot counts.
         """
         t0 = time.perf_counter()
         report = DriftReport(window=window, size=size)
-        for plan in self.plans:
-            if plan.type == "numerical":
-                slot_counts = counts["num_bin"][plan.row, : plan.profile.slots]
-                n = int(slot_counts.sum())
-                values = None
-                if any(registry.get(m).needs_values for m, _ in plan.methods) and n:
-                    raw = columns["num"][plan.row]
-                    values = raw[~np.isnan(raw)]
-                oor = (int(slot_counts[0]) + int(slot_counts[-1])) / n if n else None
-                new_cat = None
-            else:
-                slot_counts = counts["cat"][plan.row, : plan.profile.slots]
-                n = int(slot_counts.sum())
-                values = None
-                if any(registry.get(m).needs_values for m, _ in plan.methods) and n:
-                    raw = columns["cat"][plan.row]
-                    values = raw[raw >= 0]
-                oor = None
-                new_cat = int(slot_counts[-1]) / n if n and plan.profile.counts[-1] == 0 else (0.0 if n else None)
-            cur = CurrentColumn(values=values if values is not None else np.empty(0), counts=slot_counts)
-            results: dict[str, DriftResult | None] = {}
-            for m, thr in plan.methods:
-                if n < self.cfg.min_samples:
-                    results[m] = None
-                else:
-                    results[m] = registry.get(m).compute(plan.profile, cur, thr)
-            missing = size - n
-            fr = FeatureReport(
-                name=plan.name, type=plan.type, n=n,
-                missing_ratio=(missing / size) if size else 0.0,
-                out_of_range_ratio=oor, new_category_ratio=new_cat,
-                primary=plan.methods[0][0] if plan.methods else "", results=results,
-            )
+        heavy = [p for p in self.plans if p.needs_values]
+        light = [p for p in self.plans if not p.needs_values]
+        done: dict[str, FeatureReport] = {}
+        if self.workers > 1 and len(heavy) > 1:
+            pool = _executor(self.workers)
+            futures = [pool.submit(self._feature, p, size, columns, counts) for p in heavy]
+            for p in light:
+                done[p.name] = self._feature(p, size, columns, counts)
+            for p, fut in zip(heavy, futures):
+                done[p.name] = fut.result()
+        else:
+            for p in self.plans:
+                done[p.name] = self._feature(p, size, columns, counts)
+        for plan in self.plans:  # keep the configured feature order
+            fr = done[plan.name]
             report.features[plan.name] = fr
             if fr.drifted is not None:
                 report.evaluated_features += 1
@@ -184,3 +219,41 @@ class DriftEngine:
         report.duration_seconds = time.perf_counter() - t0
         report.timestamp = time.time()
         return report
+
+    def _feature(self, plan: FeaturePlan, size: int, columns: dict[str, np.ndarray], counts: dict[str, np.ndarray]) -> FeatureReport:
+        prof = plan.profile
+        if plan.type == "numerical":
+            slot_counts = counts["num_bin"][plan.row, : prof.slots]
+            n = int(slot_counts.sum())
+            values = _sorted_present(columns["num"][plan.row], n) if plan.needs_values and n else np.empty(0)
+            oor = (int(slot_counts[0]) + int(slot_counts[-1])) / n if n else None
+            new_cat = None
+            cur = CurrentColumn(values=values, counts=slot_counts, is_sorted=True)
+        else:
+            slot_counts = counts["cat"][plan.row, : prof.slots]
+            n = int(slot_counts.sum())
+            values = np.empty(0, dtype=np.int64)
+            if plan.needs_values and n:
+                raw = columns["cat"][plan.row]
+                values = raw[raw >= 0]
+            oor = None
+            new_cat = (int(slot_counts[-1]) / n if n else None) if prof.counts[-1] == 0 else None
+            cur = CurrentColumn(values=values, counts=slot_counts)
+        results: dict[str, DriftResult | None] = {}
+        for (m, thr), impl in zip(plan.methods, plan.impls):
+            results[m] = impl.compute(prof, cur, thr) if n >= max(self.min_samples, 1) else None
+        return FeatureReport(
+            name=plan.name, type=plan.type, n=n,
+            missing_ratio=((size - n) / size) if size else 0.0,
+            out_of_range_ratio=oor, new_category_ratio=new_cat,
+            primary=plan.methods[0][0] if plan.methods else "", results=results,
+        )
+
+
+def _sorted_present(raw: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` non-NaN values of ``raw``, sorted.  ``np.sort`` puts NaN last,
+    so the window's own count cuts them off without a separate filter pass."""
+    s = np.sort(raw)
+    if n <= len(s) and not np.isnan(s[n - 1]) and (n == len(s) or np.isnan(s[n])):
+        return s[:n]
+    return s[~np.isnan(s)]  # counts and values disagree: trust the values

@@ -1,0 +1,158 @@
+"""``modelmon drift`` (batch drift between two files) and ``modelmon reference
+build`` (freeze a reference profile).
+
+Both reuse the exporter's drift engine and profile builder (see
+:mod:`modelmon.drift.batch`), so CI jobs, notebooks and the live exporter
+agree.  Exit codes follow :mod:`modelmon.cli`: 0 ok, 1 drift found with
+``--fail-on-drift``, 2 bad input (a message naming the file, column or field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .config import Config, ConfigError, DriftConfig, FeatureConfig, ModelConfig, load_config
+from .datasets import DataError, load_table
+
+
+def _error(message: str) -> int:
+    print(f"modelmon: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _model(cfg: Config, name: str | None, path: str) -> ModelConfig:
+    """The model a command works on: ``--model`` or the config's only model."""
+    if name:
+        model = cfg.model(name)
+        if model is None:
+            raise ConfigError(f"no model named {name!r} (models: {', '.join(m.name for m in cfg.models) or 'none'})", file=path)
+        return model
+    with_features = [m for m in cfg.models if m.features]
+    if len(with_features) != 1:
+        raise ConfigError("the config has several models with features: choose one with --model"
+                          if with_features else "no model in the config has features", file=path)
+    return with_features[0]
+
+
+def _config_features(model: ModelConfig) -> list[FeatureConfig]:
+    monitored = getattr(model, "monitored_features", None)
+    return list(monitored() if monitored else model.features)
+
+
+# --------------------------------------------------------------------- drift
+def cmd_drift(args: argparse.Namespace) -> int:
+    from .drift import batch, registry
+
+    if args.method is not None and args.method not in registry.names():
+        return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
+    features = None
+    drift_cfg = DriftConfig()
+    share = 0.5
+    try:
+        if args.config:
+            cfg = load_config(args.config)
+            model = _model(cfg, args.model, args.config)
+            drift_cfg, share = model.drift, model.thresholds.dataset_drift_share
+            features = _config_features(model)
+            # Output columns watched for prediction drift are optional in files.
+            names = {f.name for f in model.features}
+            if len(features) > len(names):
+                cur_cols = set(load_table(args.current))
+                features = [f for f in features if f.name in names or f.name in cur_cols]
+        report, profile, rows = batch.run(args.reference, args.current, features=features, drift=drift_cfg,
+                                          method=args.method, dataset_share_threshold=share)
+    except (ConfigError, DataError, batch.BatchInputError) as exc:
+        return _error(str(exc))
+    doc = batch.report_json(report, profile, rows)
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(batch.report_table(doc))
+    return 1 if args.fail_on_drift and doc["dataset"]["drifted"] else 0
+
+
+# ----------------------------------------------------------------- reference
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    from .drift import batch
+    from .drift.reference import build_profile
+
+    drift_cfg = DriftConfig()
+    try:
+        table = load_table(args.data)
+        if args.config:
+            cfg = load_config(args.config)
+            model = _model(cfg, args.model, args.config)
+            drift_cfg = model.drift
+            features = _config_features(model)
+            missing = [f.name for f in features if f.name not in table]
+            if missing:
+                raise batch.BatchInputError(f"{args.data}: no column {', '.join(repr(m) for m in missing)} "
+                                            f"(features of model {model.name!r} in {args.config})")
+        else:
+            features = [FeatureConfig(name=n, type="numerical" if batch.is_numeric_column(v) else "categorical")
+                        for n, v in table.items()]
+        bins = args.bins if args.bins is not None else drift_cfg.bins
+        sample = args.sample_size if args.sample_size is not None else drift_cfg.reference_sample_size
+        top_k = args.top_k if args.top_k is not None else drift_cfg.top_k_categories
+        for flag, value, low in (("--bins", bins, 2), ("--sample-size", sample, 1), ("--top-k", top_k, 1)):
+            if value < low:
+                raise batch.BatchInputError(f"{flag}: must be >= {low}")
+        try:
+            profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k)
+        except ValueError as exc:
+            raise batch.BatchInputError(f"{args.data}: {exc}") from None
+        profile.save(args.output)
+    except (ConfigError, DataError, batch.BatchInputError) as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    summary: dict[str, Any] = {
+        "profile": str(args.output), "rows": profile.rows, "hash": profile.hash,
+        "features": {n: p.type for n, p in profile.features.items()},
+    }
+    print(json.dumps(summary) if args.json else
+          f"wrote {args.output}: {len(profile.features)} features, {profile.rows} rows, hash {profile.hash}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``drift`` and ``reference`` with the main parser."""
+    from .drift import registry
+
+    methods = ", ".join(registry.names())
+    d = sub.add_parser(
+        "drift", help="compare a current data file with a reference (CI jobs, notebooks)",
+        description="Per-feature and dataset drift of CUR against REF with the exporter's drift engine. "
+                    "Exit 0, or 1 with --fail-on-drift when the dataset drifted; 2 on bad input.",
+    )
+    d.add_argument("--reference", required=True, metavar="REF",
+                   help="reference data (CSV, .jsonl, .parquet) or a profile (.json) from 'modelmon reference build'")
+    d.add_argument("--current", required=True, metavar="CUR", help="current data (CSV, .jsonl, .parquet)")
+    d.add_argument("--method", metavar="METHOD", help=f"force one method for every feature it applies to ({methods})")
+    d.add_argument("--format", choices=("json", "table"), default="json", help="output format (default json)")
+    d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the dataset drifted")
+    d.add_argument("--config", "--config.file", dest="config", metavar="FILE",
+                   help="exporter config: feature types, methods, thresholds and bins of a model")
+    d.add_argument("--model", metavar="NAME", help="model of --config (default: its only model with features)")
+    d.set_defaults(func=cmd_drift)
+
+    r = sub.add_parser("reference", help="reference profiles")
+    rsub = r.add_subparsers(dest="reference_command", metavar="COMMAND")
+    b = rsub.add_parser(
+        "build", help="freeze a reference profile from a data file",
+        description="Build a frozen reference profile (quantile bins, counts, moments, sorted sample, "
+                    "category frequencies) from DATA. Without --config a column is categorical when non-numeric.",
+    )
+    b.add_argument("data", metavar="DATA", help="reference data (CSV, .jsonl, .parquet)")
+    b.add_argument("-o", "--output", required=True, metavar="PROFILE", help="profile file to write (.json)")
+    b.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="take features and drift settings from a config")
+    b.add_argument("--model", metavar="NAME", help="model of --config (default: its only model with features)")
+    b.add_argument("--bins", type=int, help="quantile bins per numerical feature (default: config or 10)")
+    b.add_argument("--sample-size", type=int, help="sorted reference sample kept for KS/Wasserstein (default: config or 10000)")
+    b.add_argument("--top-k", type=int, help="categories kept per categorical feature (default: config or 20)")
+    b.add_argument("--json", action="store_true", help="print a JSON summary")
+    b.set_defaults(func=cmd_reference_build)
+    r.set_defaults(func=lambda _args: (r.print_help(), 2)[1])
