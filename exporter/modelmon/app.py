@@ -79,6 +79,13 @@ class Exporter:
 
     def _install_extensions(self) -> None:
         """Optional sources and endpoints that plug into the pipeline/server."""
+        from .sources import api
+
+        api.install(self)  # label join, /api/v1/events and /api/v1/labels, the reverse proxy
+        from . import inference_log, webauth
+
+        inference_log.install(self)  # JSON-lines inference logs when logs.enabled
+        webauth.install(self)  # TLS, basic auth, headers from web: / --web.config.file
 
     @property
     def port(self) -> int:

@@ -68,6 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sim.rate = args.rate
         if args.seed is not None:
             sim.seed = args.seed
+        if args.proxy_listen_address is not None or args.proxy_upstream is not None:
+            from .sources.proxy import validate_proxy_config
+
+            cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
+            cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+            validate_proxy_config(cfg)
         exporter = Exporter(cfg, listen=args.web_listen_address)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
@@ -120,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")
     serve.add_argument("--rate", type=float, help="simulated requests per second (default 1000)")
     serve.add_argument("--seed", type=int, help="random seed for reproducible simulation")
+    serve.add_argument("--proxy.listen-address", dest="proxy_listen_address", metavar="HOST:PORT",
+                       help="also run the reverse proxy here (overrides proxy.listen_address)")
+    serve.add_argument("--proxy.upstream", dest="proxy_upstream", metavar="URL",
+                       help="the model server the proxy forwards to (overrides proxy.upstream)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
     serve.set_defaults(func=cmd_serve)
 

@@ -5,14 +5,18 @@
     modelmon_window_labelled_events{model="demo",window="5m"} 90000
     modelmon_label_coverage_ratio{model="demo",window="5m"} 0.99
     modelmon_quality_accuracy_ratio{model="demo",window="5m"} 0.95
+    modelmon_label_delay_seconds_bucket{model="demo",le="60.0"} 8000
+    modelmon_fairness_positive_prediction_ratio{model="demo",window="5m",group="north"} 0.31
+    modelmon_fairness_disparate_impact_ratio{model="demo",window="5m",group="south"} 0.93
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from ..monitor import LABEL_DELAY_BUCKETS
 from ..pipeline import Pipeline
 
 #: QualityReport attribute -> (metric name, help).  Only computed values are exported.
@@ -64,8 +68,28 @@ class QualityCollector:
             "modelmon_fairness_equal_opportunity_difference",
             "Largest difference in true-positive rate between sensitive groups.", labels=["model", "window"],
         )
+        group_events = GaugeMetricFamily(
+            "modelmon_fairness_group_labelled_events", "Labelled predictions per sensitive group in the window.",
+            labels=["model", "window", "group"],
+        )
+        group_di = GaugeMetricFamily(
+            "modelmon_fairness_disparate_impact_ratio",
+            "Positive-prediction rate of a group divided by the reference group's (four-fifths rule: alert below 0.8).",
+            labels=["model", "window", "group"],
+        )
+        delay = HistogramMetricFamily(
+            "modelmon_label_delay_seconds", "Time from a prediction to its label (0 for labels sent with the event).",
+            labels=["model"],
+        )
         for name, mon in self.pipeline.monitors.items():
             labelled_total.add_metric([name], mon.labelled_total)
+            with mon._lock:
+                cum = mon.label_delay_counts.cumsum()
+                delay_sum = mon.label_delay_sum
+            delay.add_metric(
+                [name], [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1])] + [("+Inf", int(cum[-1]))],
+                delay_sum,
+            )
             if mon.cfg.task == "classification":
                 correct_total.add_metric([name], mon.correct_total)
             sizes = mon.window_sizes()
@@ -85,9 +109,13 @@ class QualityCollector:
                     group_acc.add_metric([name, window, g], v)
                 for g, v in rep.group_true_positive_rate.items():
                     group_tpr.add_metric([name, window, g], v)
+                for g, v in rep.group_events.items():
+                    group_events.add_metric([name, window, g], v)
+                for g, v in rep.group_disparate_impact.items():
+                    group_di.add_metric([name, window, g], v)
                 if rep.demographic_parity_difference is not None:
                     dpd.add_metric([name, window], rep.demographic_parity_difference)
                 if rep.equal_opportunity_difference is not None:
                     eod.add_metric([name, window], rep.equal_opportunity_difference)
-        yield from (labelled_total, correct_total, labelled, coverage, *gauges.values(),
-                    group_rate, group_acc, group_tpr, dpd, eod)
+        yield from (labelled_total, correct_total, labelled, coverage, delay, *gauges.values(),
+                    group_rate, group_acc, group_tpr, group_events, group_di, dpd, eod)

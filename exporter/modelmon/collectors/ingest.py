@@ -1,0 +1,67 @@
+"""The ingestion sources' own health: the label join buffer, ignored features, the proxy.
+
+    modelmon_label_join_pending_events 15230
+    modelmon_label_join_capacity_events 200000
+    modelmon_label_join_expired_events_total 1200
+    modelmon_ingest_unknown_feature_values_total{model="fraud"} 3
+    modelmon_proxy_extraction_failures_total{model="fraud"} 0
+    modelmon_proxy_dropped_events_total{model="fraud"} 0
+    modelmon_proxy_responses_total{model="fraud",code="2xx"} 120000
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+
+class IngestCollector:
+    """Reads the API's, the join buffer's and (when running) the proxy's counters."""
+
+    def __init__(self, api: Any, join: Any, proxy: Any = None):
+        self.api = api
+        self.join = join
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("modelmon_label_join_pending_events",
+                                    "Events with an id waiting for their label in the join buffer.")
+        pending.add_metric([], self.join.pending())
+        capacity = GaugeMetricFamily("modelmon_label_join_capacity_events",
+                                     "Most events the join buffer holds (ingest.label_join_max_events).")
+        capacity.add_metric([], self.join.max_events)
+        expired = CounterMetricFamily(
+            "modelmon_label_join_expired_events",
+            "Events that left the join buffer unlabelled (older than the horizon, or pushed out when full).",
+        )
+        expired.add_metric([], self.join.expired)
+        unknown = CounterMetricFamily(
+            "modelmon_ingest_unknown_feature_values",
+            "Feature values ignored because the feature is not in the model's config (ingest.unknown_feature: ignore).",
+            labels=["model"],
+        )
+        for model, n in sorted(dict(self.api.unknown_features if self.api is not None else {}).items()):
+            unknown.add_metric([model], n)
+        out: list[Metric] = [pending, capacity, expired, unknown]
+        if self.proxy is not None:
+            failures = CounterMetricFamily(
+                "modelmon_proxy_extraction_failures",
+                "Proxied requests whose features or prediction could not be extracted (the request itself was served).",
+                labels=["model"],
+            )
+            failures.add_metric([self.proxy.model], self.proxy.extraction_failures)
+            dropped = CounterMetricFamily(
+                "modelmon_proxy_dropped_events",
+                "Proxied predictions not recorded because the proxy's event queue was full.", labels=["model"],
+            )
+            dropped.add_metric([self.proxy.model], self.proxy.dropped)
+            responses = CounterMetricFamily(
+                "modelmon_proxy_responses",
+                "Responses the proxy returned, by status class (502/504 for an unreachable or slow upstream count as 5xx).",
+                labels=["model", "code"],
+            )
+            for code, n in sorted(dict(self.proxy.responses).items()):
+                responses.add_metric([self.proxy.model, code], n)
+            out += [failures, dropped, responses]
+        yield from out

@@ -1,0 +1,671 @@
+"""The ingestion API: ``POST /api/v1/events`` and ``POST /api/v1/labels``.
+
+Model services (directly or through :mod:`modelmon.client`) post what they
+served; labels follow when they are known.  Both endpoints take a JSON array
+or NDJSON (one JSON object per line).  Every item is validated on its own: a
+partly bad batch keeps its good events, and the response lists each refused
+item's index, reason and a message naming the field::
+
+    {"accepted": 998, "rejected_count": 2,
+     "rejected": [{"index": 3, "reason": "invalid_field", "error": "features.age: must be a number or null"}, ...]}
+
+Status codes: 200 when anything was accepted (or the batch was empty), 400
+when nothing was (the first item's problem is the message), 404 when every
+item names an unknown model (policy ``reject``), 401 without the configured
+bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for an
+unsupported ``Content-Encoding``, 429 when ``ingest.max_concurrent_requests``
+are already being processed, 503 while the exporter starts or stops.  Every
+refusal is counted in ``modelmon_events_rejected_total{source,reason}``:
+per item for item problems, once per request for request-level ones.
+
+Events become :class:`~modelmon.events.EventBatch` columns straight from the
+parsed JSON (no per-event objects), numerical features as float arrays.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import Config, ConfigError, ModelConfig
+from ..events import EventBatch
+from ..labels import LabelJoin
+from ..pipeline import Pipeline
+from ..web import ExporterServer, Request, Response, json_error
+
+try:  # orjson is 3-5x faster on big batches; the standard library is the fallback
+    import orjson
+
+    _fast_loads: Callable[[bytes], Any] | None = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_loads = None
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/api/v1/events"
+LABELS_PATH = "/api/v1/labels"
+#: Header a client sets to be counted as ``source="client"`` instead of ``api``.
+SOURCE_HEADER = "X-Modelmon-Source"
+EVENT_FIELDS = frozenset({
+    "model", "version", "id", "timestamp", "features", "prediction", "score", "probabilities",
+    "latency_seconds", "error", "attributes", "label",
+})
+LABEL_FIELDS = frozenset({"id", "label", "model"})
+#: Longest string accepted for ids, versions, error reasons and categories.
+MAX_STRING = 256
+#: At most this many refused items are listed in a response (all are counted).
+MAX_LISTED = 1000
+
+
+class ItemError(ValueError):
+    """One item refused: a reason from REJECT_REASONS and a message naming the field."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- values
+
+
+def canonical_class(value: Any, field_name: str = "prediction") -> str | None:
+    """A class value as the string the monitor compares.
+
+    JSON has several spellings of one class: ``1``, ``1.0`` and ``true`` are
+    the class ``"1"`` (``false`` is ``"0"``), so that ``positive_class: "1"``
+    matches whichever a model emits.
+    """
+    if value is None:
+        return None
+    t = type(value)
+    if t is str:
+        if len(value) > MAX_STRING:
+            raise ItemError("invalid_field", f"{field_name}: longer than {MAX_STRING} characters")
+        return value
+    if t is bool:
+        return "1" if value else "0"
+    if t is int:
+        return str(value)
+    if t is float:
+        if not math.isfinite(value):
+            raise ItemError("non_finite", f"{field_name}: must be finite")
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise ItemError("invalid_field", f"{field_name}: must be a string, number or boolean")
+
+
+def finite_number(value: Any, field_name: str) -> float:
+    t = type(value)
+    if t is float:
+        if value - value != 0.0:  # NaN or +-inf
+            raise ItemError("non_finite", f"{field_name}: must be finite")
+        return value
+    if t is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ItemError("non_finite", f"{field_name}: must be finite") from None
+    raise ItemError("invalid_field", f"{field_name}: must be a number")
+
+
+def regression_value(value: Any, field_name: str) -> float | None:
+    return None if value is None else finite_number(value, field_name)
+
+
+def _short_string(value: Any, field_name: str) -> str:
+    t = type(value)
+    if t is str:
+        if len(value) > MAX_STRING:
+            raise ItemError("invalid_field", f"{field_name}: longer than {MAX_STRING} characters")
+        return value
+    if t is int:
+        return str(value)
+    raise ItemError("invalid_field", f"{field_name}: must be a string")
+
+
+def _timestamp(value: Any, now: float) -> float:
+    if value is None:
+        return now
+    if type(value) is str:
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise ItemError("invalid_field", "timestamp: must be seconds since the epoch or an ISO 8601 time") from None
+    ts = finite_number(value, "timestamp")
+    if ts < 0:
+        raise ItemError("invalid_field", "timestamp: must be seconds since the epoch")
+    return ts
+
+
+def _category(value: Any, field_name: str) -> str | None:
+    if value is None or type(value) is str:
+        if value is not None and len(value) > MAX_STRING:
+            raise ItemError("invalid_field", f"{field_name}: longer than {MAX_STRING} characters")
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) in (int, float):
+        return canonical_class(value, field_name)
+    raise ItemError("invalid_field", f"{field_name}: must be a string, number, boolean or null")
+
+
+# --------------------------------------------------------------------------- body parsing
+
+
+class BodyError(ValueError):
+    """The body as a whole cannot be read (answered with one 400)."""
+
+
+def _loads(data: bytes) -> Any:
+    """orjson when installed; the standard library when orjson refuses, so that
+    NaN / Infinity literals become per-item ``non_finite`` refusals."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(data)
+        except ValueError:
+            pass
+    return json.loads(data)
+
+
+def parse_items(body: bytes) -> list[Any]:
+    """The items of a JSON array, a single JSON object or NDJSON.
+
+    An NDJSON line that is not JSON becomes a :class:`BodyError` instance in
+    the list (refused on its own); a broken JSON array fails the whole body.
+    """
+    text = body.lstrip()
+    if not text:
+        raise BodyError("empty body: expected a JSON array of objects or NDJSON")
+    if text[:1] == b"[":
+        try:
+            items = _loads(body)
+        except ValueError as exc:
+            raise BodyError(f"invalid JSON: {exc}") from None
+        if not isinstance(items, list):
+            raise BodyError("expected a JSON array of objects or NDJSON")
+        return items
+    if text[:1] == b"{":
+        try:
+            obj = _loads(body)  # one (possibly pretty-printed) object
+            if isinstance(obj, dict):
+                return [obj]
+        except ValueError:
+            pass  # NDJSON: more than one object
+    items: list[Any] = []
+    for lineno, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(_loads(line))
+        except ValueError as exc:
+            items.append(BodyError(f"line {lineno}: invalid JSON: {exc}"))
+    if items and all(isinstance(i, BodyError) for i in items):
+        raise BodyError(f"expected a JSON array of objects or NDJSON ({items[0]})")
+    return items
+
+
+def decode_body(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip`` / ``deflate`` without ever holding more than ``limit`` bytes."""
+    if not encoding or encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise _Unsupported(encoding)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise BodyError(f"invalid {encoding} body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise _TooLarge()
+    return out
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- batch building
+
+
+@dataclass
+class _Builder:
+    """Columns of one model's accepted events, filled item by item."""
+
+    model: ModelConfig
+    source: str
+    #: feature name -> (column, numerical?)
+    fidx: dict[str, tuple[list, bool]] = field(default_factory=dict)
+    timestamps: list[float] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    latency: list[float | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    predictions: list[Any] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    group_attr: list[str | None] = field(default_factory=list)
+    has_group: bool = False
+    unknown_features: int = 0
+
+    def __post_init__(self) -> None:
+        self.fidx = {f.name: ([], f.type == "numerical") for f in self.model.features}
+        self.classification = self.model.task == "classification"
+        self.attr = self.model.fairness.attribute
+        self.positive = self.model.positive_class
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def add(self, ev: dict, now: float, reject_unknown_features: bool) -> None:
+        """Validate one event and append it, or raise :class:`ItemError` leaving the columns as they were."""
+        if ev.keys() - EVENT_FIELDS:
+            bad = sorted(ev.keys() - EVENT_FIELDS)[0]
+            raise ItemError("invalid_field", f"{bad}: unknown field (expected {', '.join(sorted(EVENT_FIELDS))})")
+        get = ev.get
+        version = get("version")
+        version = "" if version is None else _short_string(version, "version")
+        id_ = get("id")
+        if id_ is not None:
+            id_ = _short_string(id_, "id")
+        ts = _timestamp(get("timestamp"), now)
+        lat = get("latency_seconds")
+        if lat is not None:
+            lat = finite_number(lat, "latency_seconds")
+            if lat < 0:
+                raise ItemError("invalid_field", "latency_seconds: must be >= 0")
+        err = get("error")
+        if err is not None:
+            if err is True:
+                err = "error"
+            elif err is False:
+                err = None
+            else:
+                err = _short_string(err, "error")
+        if self.classification:
+            pred = canonical_class(get("prediction"), "prediction")
+            label = canonical_class(get("label"), "label")
+        else:
+            pred = regression_value(get("prediction"), "prediction")
+            label = regression_value(get("label"), "label")
+        score = get("score")
+        if score is not None:
+            score = finite_number(score, "score")
+        else:
+            probs = get("probabilities")
+            if probs is not None:
+                score = self._score_from(probs)
+        group = None
+        attrs = get("attributes")
+        if attrs is not None:
+            if type(attrs) is not dict:
+                raise ItemError("invalid_field", "attributes: must be an object")
+            if self.attr and self.attr in attrs:
+                group = _category(attrs[self.attr], f"attributes.{self.attr}")
+        feats = get("features")
+        if feats is not None:
+            if type(feats) is not dict:
+                raise ItemError("invalid_field", "features: must be an object")
+            group = self._add_features(feats, reject_unknown_features, group)
+        else:
+            self._pad(len(self.timestamps))
+        self.timestamps.append(ts)
+        self.versions.append(version)
+        self.ids.append(id_)
+        self.latency.append(lat)
+        self.errors.append(err)
+        self.predictions.append(pred)
+        self.scores.append(score)
+        self.labels.append(label)
+        self.group_attr.append(group)
+        if group is not None:
+            self.has_group = True
+
+    def _score_from(self, probs: Any) -> float | None:
+        if type(probs) is not dict:
+            raise ItemError("invalid_field", "probabilities: must be an object of class -> probability")
+        for k, v in probs.items():
+            finite_number(v, f"probabilities.{k}")
+        p = probs.get(self.positive)
+        return None if p is None else float(p)
+
+    def _add_features(self, feats: dict, reject_unknown: bool, group: str | None) -> str | None:
+        row = len(self.timestamps)
+        fidx = self.fidx
+        seen = 0
+        try:
+            for name, v in feats.items():
+                spec = fidx.get(name)
+                if spec is None:
+                    if name == self.attr:  # the sensitive attribute may travel with the features
+                        group = _category(v, f"features.{name}")
+                        continue
+                    if reject_unknown:
+                        raise ItemError("unknown_feature", f"features.{name}: not a feature of model {self.model.name!r}")
+                    self.unknown_features += 1
+                    continue
+                col, numerical = spec
+                if numerical:
+                    t = type(v)
+                    if t is float:
+                        if v - v != 0.0:
+                            raise ItemError("non_finite", f"features.{name}: must be finite")
+                    elif t is int:
+                        v = finite_number(v, f"features.{name}")
+                    elif v is not None:
+                        raise ItemError("invalid_field", f"features.{name}: must be a number or null")
+                elif v is not None and type(v) is not str:
+                    v = _category(v, f"features.{name}")
+                col.append(v)
+                seen += 1
+        except ItemError:
+            for col, _ in fidx.values():
+                del col[row:]
+            raise
+        if seen != len(fidx):
+            self._pad(row)
+        if self.attr and group is None and self.attr in fidx:
+            group = feats.get(self.attr)
+        return group
+
+    def _pad(self, row: int) -> None:
+        for col, _ in self.fidx.values():
+            if len(col) == row:
+                col.append(None)
+
+    def batch(self) -> EventBatch:
+        features: dict[str, Any] = {}
+        for name, (col, numerical) in self.fidx.items():
+            features[name] = np.array(col, dtype=np.float64) if numerical else col
+        attributes = {self.attr: self.group_attr} if self.has_group else {}
+        return EventBatch(
+            model=self.model.name, timestamps=self.timestamps, versions=self.versions, ids=self.ids,
+            latency_seconds=self.latency, errors=self.errors, features=features, predictions=self.predictions,
+            scores=self.scores, labels=self.labels, attributes=attributes, source=self.source,
+        )
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    #: (index, reason, message)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    unknown_models: set[str] = field(default_factory=set)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def read_token(cfg: Config) -> str | None:
+    """The bearer token from ``ingest.token_env`` / ``ingest.token_file`` (never logged)."""
+    ing = cfg.ingest
+    if ing.token_env:
+        tok = os.environ.get(ing.token_env, "")
+        if not tok.strip():
+            raise ConfigError(f"environment variable {ing.token_env} is not set or empty",
+                              file=cfg.source or None, field_path="ingest.token_env")
+        return tok.strip()
+    if ing.token_file:
+        path = cfg.resolve_path(ing.token_file)
+        try:
+            tok = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", file=cfg.source or None,
+                              field_path="ingest.token_file") from None
+        if not tok:
+            raise ConfigError(f"{path} is empty", file=cfg.source or None, field_path="ingest.token_file")
+        return tok
+    return None
+
+
+class IngestAPI:
+    """The two ingestion endpoints; stateless apart from counters and the join buffer."""
+
+    def __init__(self, pipeline: Pipeline, cfg: Config, join: LabelJoin, token: str | None = None,
+                 ready: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time):
+        self.pipeline = pipeline
+        self.cfg = cfg
+        self.ing = cfg.ingest
+        self.join = join
+        self._token = token.encode() if token else None
+        self.ready = ready
+        self.clock = clock
+        self._slots = threading.BoundedSemaphore(self.ing.max_concurrent_requests)
+        self._lock = threading.Lock()
+        #: Feature values dropped because the feature is not configured, per model.
+        self.unknown_features: dict[str, int] = {m.name: 0 for m in cfg.models}
+
+    def install(self, server: ExporterServer) -> None:
+        server.add_route("POST", EVENTS_PATH, self.post_events)
+        server.add_route("POST", LABELS_PATH, self.post_labels)
+
+    # ------------------------------------------------------------ plumbing
+    def _source(self, req: Request) -> str:
+        return "client" if (req.headers.get(SOURCE_HEADER) or "").strip().lower() == "client" else "api"
+
+    def _guarded(self, req: Request, handle: Callable[[bytes, str], Response]) -> Response:
+        """Auth, load shedding, body limits; then ``handle(body, source)``."""
+        source = self._source(req)
+        if self._token is not None:
+            given = req.headers.get("Authorization") or ""
+            scheme, _, cred = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(cred.strip().encode(), self._token):
+                self.pipeline.reject(source, "unauthorized")
+                return Response(401, {"error": "missing or invalid bearer token"},
+                                headers={"WWW-Authenticate": 'Bearer realm="modelmon"', "Connection": "close"})
+        if not self.ready():
+            self.pipeline.reject(source, "overloaded")
+            return Response(503, {"error": "exporter is starting or stopping"},
+                            headers={"Retry-After": "1", "Connection": "close"})
+        if not self._slots.acquire(timeout=0.05):
+            self.pipeline.reject(source, "overloaded")
+            return Response(429, {"error": f"too many ingestion requests at once (max {self.ing.max_concurrent_requests})"},
+                            headers={"Retry-After": "1", "Connection": "close"})
+        try:
+            limit = self.ing.max_body_bytes
+            raw = req.read_body(limit)
+            if raw is None:
+                self.pipeline.reject(source, "body_too_large")
+                return Response(413, {"error": f"body larger than ingest.max_body_bytes ({limit} bytes)"},
+                                headers={"Connection": "close"})
+            try:
+                body = decode_body(raw, (req.headers.get("Content-Encoding") or "").strip().lower() or None, limit)
+            except _TooLarge:
+                self.pipeline.reject(source, "body_too_large")
+                return json_error(413, f"decoded body larger than ingest.max_body_bytes ({limit} bytes)")
+            except _Unsupported as exc:
+                self.pipeline.reject(source, "malformed")
+                return json_error(415, f"unsupported Content-Encoding {exc} (use gzip, deflate or none)")
+            except BodyError as exc:
+                self.pipeline.reject(source, "malformed")
+                return json_error(400, str(exc))
+            return handle(body, source)
+        finally:
+            self._slots.release()
+
+    def _count_rejections(self, source: str, rejected: list[tuple[int, str, str]]) -> None:
+        counts: dict[str, int] = {}
+        for _, reason, _ in rejected:
+            counts[reason] = counts.get(reason, 0) + 1
+        for reason, n in counts.items():
+            self.pipeline.reject(source, reason, n)
+
+    @staticmethod
+    def _listing(rejected: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+        return [{"index": i, "reason": r, "error": m} for i, r, m in rejected[:MAX_LISTED]]
+
+    # ------------------------------------------------------------ events
+    def post_events(self, req: Request) -> Response:
+        return self._guarded(req, self._events)
+
+    def _events(self, body: bytes, source: str) -> Response:
+        try:
+            items = parse_items(body)
+        except BodyError as exc:
+            self.pipeline.reject(source, "malformed")
+            return json_error(400, str(exc))
+        res = self.ingest(items, source)
+        self._count_rejections(source, res.rejected)
+        payload: dict[str, Any] = {"accepted": res.accepted, "rejected_count": len(res.rejected),
+                                   "rejected": self._listing(res.rejected)}
+        if res.accepted or not res.rejected:
+            return Response(200, payload)
+        if all(r == "unknown_model" for _, r, _ in res.rejected):
+            names = ", ".join(repr(m) for m in sorted(res.unknown_models)[:5])
+            if self.ing.unknown_model == "count":
+                return Response(200, payload)
+            return Response(404, {"error": f"unknown model {names} (not in the exporter's config)", **payload})
+        index, _, message = res.rejected[0]
+        return Response(400, {"error": f"item {index}: {message}", **payload})
+
+    def ingest(self, items: list[Any], source: str) -> IngestResult:
+        """Validate items into per-model batches and submit them."""
+        res = IngestResult()
+        builders: dict[str, _Builder] = {}
+        models = {m.name: m for m in self.cfg.models}
+        reject_unknown = self.ing.unknown_feature == "reject"
+        now = self.clock()
+        for index, ev in enumerate(items):
+            if type(ev) is not dict:
+                msg = str(ev) if isinstance(ev, BodyError) else "must be a JSON object"
+                res.rejected.append((index, "malformed", msg))
+                continue
+            name = ev.get("model")
+            b = builders.get(name) if type(name) is str else None
+            if b is None:
+                if name is None:
+                    res.rejected.append((index, "invalid_field", "model: required"))
+                    continue
+                if type(name) is not str:
+                    res.rejected.append((index, "invalid_field", "model: must be a string"))
+                    continue
+                mcfg = models.get(name)
+                if mcfg is None:
+                    res.rejected.append((index, "unknown_model", f"model: unknown model {name[:MAX_STRING]!r}"))
+                    if len(res.unknown_models) < 10:
+                        res.unknown_models.add(name[:MAX_STRING])
+                    continue
+                b = builders[name] = _Builder(mcfg, source)
+            try:
+                b.add(ev, now, reject_unknown)
+            except ItemError as exc:
+                res.rejected.append((index, exc.reason, str(exc)))
+        for name, b in builders.items():
+            if b.unknown_features:
+                with self._lock:
+                    self.unknown_features[name] = self.unknown_features.get(name, 0) + b.unknown_features
+            if len(b):
+                self.pipeline.submit(b.batch())
+                res.accepted += len(b)
+        return res
+
+    # ------------------------------------------------------------ labels
+    def post_labels(self, req: Request) -> Response:
+        return self._guarded(req, self._labels)
+
+    def _convert_label(self, model: str, label: Any) -> Any:
+        mcfg = self.pipeline.monitors[model].cfg
+        try:
+            if mcfg.task == "classification":
+                return canonical_class(label, "label")
+            return regression_value(label, "label")
+        except ItemError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _labels(self, body: bytes, source: str) -> Response:
+        try:
+            items = parse_items(body)
+        except BodyError as exc:
+            self.pipeline.reject(source, "malformed")
+            return json_error(400, str(exc))
+        rejected: list[tuple[int, str, str]] = []
+        ids: list[str] = []
+        labels: list[Any] = []
+        models: list[str | None] = []
+        where: list[int] = []
+        for index, item in enumerate(items):
+            if type(item) is not dict:
+                rejected.append((index, "malformed", str(item) if isinstance(item, BodyError) else "must be a JSON object"))
+                continue
+            try:
+                if item.keys() - LABEL_FIELDS:
+                    bad = sorted(item.keys() - LABEL_FIELDS)[0]
+                    raise ItemError("invalid_field", f"{bad}: unknown field (expected id, label, model)")
+                if item.get("id") is None:
+                    raise ItemError("invalid_field", "id: required")
+                if "label" not in item or item["label"] is None:
+                    raise ItemError("invalid_field", "label: required")
+                id_ = _short_string(item["id"], "id")
+                model = item.get("model")
+                if model is not None:
+                    model = _short_string(model, "model")
+                label = item["label"]
+                if type(label) not in (str, int, float, bool):
+                    raise ItemError("invalid_field", "label: must be a string, number or boolean")
+            except ItemError as exc:
+                rejected.append((index, exc.reason, str(exc)))
+                continue
+            ids.append(id_)
+            labels.append(label)
+            models.append(model)
+            where.append(index)
+        joined = self.join.join(ids, labels, convert=self._convert_label, models=models)
+        for pos in joined.unknown:
+            rejected.append((where[pos], "unknown_id", f"id: no recent event with id {ids[pos][:64]!r} waiting for a label"))
+        for pos, message in joined.invalid:
+            reason = "non_finite" if "finite" in message else "invalid_field"
+            rejected.append((where[pos], reason, message))
+        rejected.sort()
+        self._count_rejections(source, rejected)
+        accepted = sum(joined.joined.values())
+        payload = {"accepted": accepted, "rejected_count": len(rejected), "rejected": self._listing(rejected)}
+        if accepted or not rejected:
+            return Response(200, payload)
+        if all(r == "unknown_id" for _, r, _ in rejected):
+            return Response(404, {"error": "no recent event with these ids (unknown, expired or already labelled)", **payload})
+        index, _, message = rejected[0]
+        return Response(400, {"error": f"item {index}: {message}", **payload})
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def install(exporter: Any) -> None:
+    """Attach the label join, the ingestion endpoints and (when configured) the
+    reverse proxy to an :class:`~modelmon.app.Exporter`."""
+    from ..collectors.ingest import IngestCollector
+
+    cfg = exporter.cfg
+    token = read_token(cfg) if cfg.ingest.enabled else None
+    join = LabelJoin(exporter.pipeline, cfg.ingest.label_join_max_events, cfg.ingest.label_join_horizon_seconds,
+                     clock=exporter.pipeline.clock)
+    exporter.pipeline.listeners.append(join.on_batch)
+    exporter.label_join = join
+    proxy = None
+    if cfg.proxy.listen_address:
+        from .proxy import ProxySource
+
+        proxy = ProxySource(cfg, exporter.pipeline)
+        proxy.start()
+        exporter.closers.append(proxy.stop)
+    exporter.proxy = proxy
+    api = None
+    if cfg.ingest.enabled:
+        api = IngestAPI(exporter.pipeline, cfg, join, token=token, ready=exporter._ready.is_set,
+                        clock=exporter.pipeline.clock)
+        api.install(exporter.server)
+    exporter.ingest_api = api
+    exporter.registry.register(IngestCollector(api, join, proxy))
