@@ -28,6 +28,7 @@ DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 #: Modules providing more subcommands (each: ``add_parser(subparsers)``).
 SUBCOMMANDS: list[str] = [
     "modelmon.drift_cli",  # drift, reference build
+    "modelmon.gate_cli",  # gate (release gate)
 ]
 
 
@@ -74,6 +75,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
             validate_proxy_config(cfg)
+        if args.web_config_file:
+            from pathlib import Path
+
+            cfg.web.config_file = str(Path(args.web_config_file).resolve())
         exporter = Exporter(cfg, listen=args.web_listen_address)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="YAML config (default: simulated demo model)")
     serve.add_argument("--web.listen-address", dest="web_listen_address", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
+    serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="exporter-toolkit web config: TLS and basic auth (see docs/security.md)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")

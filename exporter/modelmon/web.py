@@ -94,6 +94,10 @@ class ExporterServer:
         self.add_route("GET", "/", self._landing)
         self.add_route("GET", "/-/healthy", lambda r: Response(200, "Healthy.\n"))
         self.add_route("GET", "/-/ready", self._ready)
+        #: Hooks set by modelmon.webauth: TLS per connection, auth before routing, headers on every response.
+        self.wrap_connection: Callable[[Any], Any] | None = None
+        self.authenticate: Callable[[Request], Response | None] | None = None
+        self.default_headers: dict[str, str] = {}
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -103,7 +107,10 @@ class ExporterServer:
             def _dispatch(self) -> None:
                 parts = urlsplit(self.path)
                 route = server.routes.get((self.command, parts.path))
-                if route is None:
+                denied = server.authenticate(Request(self, parts.path, parts.query)) if server.authenticate else None
+                if denied is not None:
+                    resp = denied
+                elif route is None:
                     allowed = [m for (m, p) in server.routes if p == parts.path]
                     resp = json_error(405, f"method {self.command} not allowed on {parts.path}") if allowed else json_error(404, f"no such path {parts.path}")
                 else:
@@ -115,7 +122,7 @@ class ExporterServer:
                 self.send_response(resp.status)
                 self.send_header("Content-Type", resp.content_type)
                 self.send_header("Content-Length", str(len(resp.body)))
-                for k, v in resp.headers.items():
+                for k, v in {**server.default_headers, **resp.headers}.items():
                     self.send_header(k, v)
                 self.end_headers()
                 if self.command != "HEAD":
@@ -129,6 +136,16 @@ class ExporterServer:
         class _Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                if server.wrap_connection is None:
+                    return super().finish_request(request, client_address)
+                conn = server.wrap_connection(request)  # TLS handshake, in this connection's thread
+                if conn is not None:
+                    try:
+                        super().finish_request(conn, client_address)
+                    finally:
+                        conn.close()
 
         self.httpd = _Server((host, port), _Handler)
         self.port = self.httpd.server_address[1]
