@@ -134,6 +134,9 @@ class WebSecurity:
         if self.tls.cert_file or self.tls.key_file:
             if not (self.tls.cert_file and self.tls.key_file):
                 raise self._error("cert_file and key_file must be set together", "tls_server_config")
+            if self.tls.client_auth_type != "NoClientCert" and not self.tls.client_ca_file:
+                raise self._error(f"client_auth_type {self.tls.client_auth_type} needs client_ca_file",
+                                  "tls_server_config.client_ca_file")
             self._tls_files = [self._resolve(f) for f in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file) if f]
             self._ctx = self._build_context()
         elif self.tls.client_ca_file or self.tls.client_auth_type != "NoClientCert":
@@ -169,8 +172,6 @@ class WebSecurity:
         try:
             ctx.load_cert_chain(self._resolve(tls.cert_file), self._resolve(tls.key_file))
             if tls.client_auth_type != "NoClientCert":
-                if not tls.client_ca_file:
-                    raise self._error(f"client_auth_type {tls.client_auth_type} needs client_ca_file", "tls_server_config.client_ca_file")
                 ctx.load_verify_locations(cafile=str(self._resolve(tls.client_ca_file)))
                 ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_type == "RequireAndVerifyClientCert" else ssl.CERT_OPTIONAL
         except (OSError, ssl.SSLError) as exc:
