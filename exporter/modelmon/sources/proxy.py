@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import re
+import select
 import socket
 import threading
 import time
@@ -89,6 +90,7 @@ class JsonPath:
             pos = m.end()
         self.steps = steps
         self.wildcard = WILDCARD in steps
+        self._first_wildcard = steps.index(WILDCARD) if self.wildcard else len(steps)
 
     def __repr__(self) -> str:
         return f"JsonPath({self.text!r})"
@@ -120,7 +122,8 @@ class JsonPath:
                 return
             node = _step(node, step)
             if node is _MISSING:
-                out.append(None)
+                if i > self._first_wildcard:  # an element lacks it: keep the slot
+                    out.append(None)
                 return
             i += 1
         out.append(node)
@@ -210,9 +213,14 @@ class _Pool:
         self._lock = threading.Lock()
 
     def get(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if _usable(conn):
+                return conn, True
+            conn.close()
         cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=self.timeout), False
 
@@ -229,6 +237,23 @@ class _Pool:
         for c in idle:
             c.close()
 
+
+def _usable(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection is usable unless the upstream closed it
+    (then the socket reads as ready: EOF)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+#: Methods that may be sent twice (RFC 9110 section 9.2.2): retried once on a fresh
+#: connection when a kept-alive one fails before any response.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 # --------------------------------------------------------------------------- the source
 
@@ -260,6 +285,8 @@ class ProxySource:
         self.responses: dict[str, int] = {c: 0 for c in ("1xx", "2xx", "3xx", "4xx", "5xx")}
         self._queue: deque[dict[str, Any]] = deque()
         self._qlock = threading.Lock()
+        #: Requests being proxied right now.
+        self.in_flight = 0
         self._stop = threading.Event()
         host, port = listen_address(self.cfg.listen_address)
         try:
@@ -285,7 +312,7 @@ class ProxySource:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
-        self.flush()
+        self.drain(timeout=1.0)
         self.pool.close()
 
     # ------------------------------------------------------------ events
@@ -322,6 +349,13 @@ class ProxySource:
                 b.add({k: ev[k] for k in ("model", "version", "timestamp", "latency_seconds", "error") if k in ev}, now, False)
         self.pipeline.submit(b.batch())
         return len(b)
+
+    def drain(self, timeout: float = 5.0) -> int:
+        """Wait for requests in progress to be recorded, then :meth:`flush` (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.flush()
 
     def build_events(self, t0: float, latency: float, error: str | None, req_headers: Any, req_body: bytes | None,
                      req_json_ok: bool, resp_headers: list[tuple[str, str]], resp_body: bytes | None) -> list[dict[str, Any]]:
@@ -432,6 +466,15 @@ def _handler_for(proxy: ProxySource) -> type[BaseHTTPRequestHandler]:
             log.debug("proxy " + fmt % args)
 
         def _proxy(self) -> None:
+            with proxy._qlock:
+                proxy.in_flight += 1
+            try:
+                self._proxy_one()
+            finally:
+                with proxy._qlock:
+                    proxy.in_flight -= 1
+
+        def _proxy_one(self) -> None:
             t0 = time.time()
             start = time.perf_counter()
             headers = self.headers
@@ -505,7 +548,7 @@ def _handler_for(proxy: ProxySource) -> type[BaseHTTPRequestHandler]:
                 except (OSError, http.client.HTTPException):
                     conn.close()
                     # A kept-alive connection the upstream closed meanwhile: retry once on a fresh one.
-                    if not reused or body_iter is not None or attempt == 1:
+                    if not reused or body_iter is not None or attempt == 1 or self.command not in IDEMPOTENT:
                         raise
             raise AssertionError("unreachable")
 
