@@ -371,8 +371,8 @@ def judge(bound: str, threshold: float, cand: float | None, base: float | None) 
     if bound == "max_decrease":
         d = base - cand
         return (PASS if d <= threshold + 1e-12 else FAIL), d, ""
-    if base == 0:
-        return (PASS if cand == 0 else FAIL), None if cand else 1.0, "baseline is 0"
+    if base == 0:  # 0/0 counts as "no worse"; anything over a zero baseline is an infinite ratio
+        return (PASS, 1.0, "") if cand == 0 else (FAIL, None, "baseline is 0")
     r = cand / base
     return (PASS if r <= threshold else FAIL), r, ""
 

@@ -47,8 +47,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 raise GateInputError(f"--window: {exc}") from None
         if args.gate:
             gate = load_gate(args.gate)
+        elif not (args.evaluation or args.prometheus_url):
+            raise GateInputError("no evidence: give --evaluation FILE and/or --prometheus.url URL (see modelmon gate --help)")
         else:
+            # The default gate: accuracy >= 0.90 on the evaluation, default serving checks live.
             gate = default_gate(live=False, baseline=False)
+            if not args.evaluation:
+                gate.evaluation = []
         result = run_gate(gate, args.evaluation, overrides)
     except GateInputError as exc:
         print(f"modelmon gate: error: {exc}", file=sys.stderr)
