@@ -119,7 +119,8 @@ class WindowConfig:
     within ``duration``, the window keeps the most recent ``max_events``.
     """
 
-    name: str = field(default="", metadata=_check(lambda s: s == "" or _label_value(s), "must be a short label such as 5m"))
+    name: str = field(default="", metadata=_check(lambda s: s == "" or bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s)),
+                                                  "must be a short label such as 5m"))
     duration_seconds: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
     max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
 

@@ -38,13 +38,18 @@ def load_table(path: str | Path) -> dict[str, list[Any]]:
 
 
 def _load_csv(p: Path) -> dict[str, list[Any]]:
-    with p.open(newline="", encoding="utf-8") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM (spreadsheet exports)
         reader = csv.reader(fh)
         try:
             header = next(reader)
         except StopIteration:
             raise DataError(f"{p}: empty file") from None
         header = [h.strip() for h in header]
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise DataError(f"{p}: duplicate column {', '.join(repr(d) for d in dupes)} in the header")
+        if any(not h for h in header):
+            raise DataError(f"{p}: empty column name in the header (column {header.index('') + 1})")
         cols: dict[str, list[Any]] = {h: [] for h in header}
         for lineno, row in enumerate(reader, start=2):
             if not row:
@@ -80,4 +85,8 @@ def _load_parquet(p: Path) -> dict[str, list[Any]]:
         import pyarrow.parquet as pq  # type: ignore[import-not-found]
     except ImportError:
         raise DataError(f"{p}: reading Parquet needs the optional extra: pip install 'modelmon[parquet]'") from None
-    return pq.read_table(p).to_pydict()
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:  # pyarrow raises its own error types
+        raise DataError(f"{p}: cannot read Parquet: {exc}") from None
+    return table.to_pydict()

@@ -34,15 +34,18 @@ class BatchInputError(ValueError):
 
 
 def is_numeric_column(values: Sequence[Any]) -> bool:
-    """True when every present value reads as a number (the CLI's type rule:
-    a column is categorical when the config says so or when it is non-numeric)."""
+    """True when every present value reads as a number, ``nan`` and ``inf``
+    included (the CLI's type rule: a column is categorical when the config
+    says so or when it is non-numeric).  JSON booleans are categorical."""
     present = [v for v in values if v is not None and v != ""]
     if not present:
         return True  # decided by the other table, or reported as empty
-    if any(isinstance(v, bool) for v in present):
+    if any(type(v) is bool for v in present):
         return False
-    x = to_float_array(present)
-    return not np.isnan(x).any()
+    try:
+        return np.asarray(present, dtype=np.float64).ndim == 1
+    except (TypeError, ValueError):
+        return False
 
 
 def infer_features(ref: Mapping[str, Sequence[Any]], cur: Mapping[str, Sequence[Any]]) -> list[FeatureConfig]:

@@ -27,8 +27,8 @@ Cost: binned methods read only the slot counts (O(bins)).  Exact methods
 (KS, Wasserstein, mean/std) need the raw values: each numerical column that
 needs them is sorted once (NaN sort last, so the missing values are cut off
 by the count the window already knows) and the sorted array is shared by
-the methods.  Sorting dominates; features are spread over a small thread
-pool because numpy releases the GIL while sorting.
+the methods.  Sorting dominates; the sorts run in a small thread pool
+(``workers``) because numpy releases the GIL while sorting.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -194,19 +194,20 @@ class DriftEngine:
         """
         t0 = time.perf_counter()
         report = DriftReport(window=window, size=size)
-        heavy = [p for p in self.plans if p.needs_values]
-        light = [p for p in self.plans if not p.needs_values]
-        done: dict[str, FeatureReport] = {}
-        if self.workers > 1 and len(heavy) > 1:
+        # Sorting is the only O(n log n) step and numpy releases the GIL while
+        # it sorts: sort in the pool, run the (cheap, GIL-bound) methods here as
+        # sorted columns arrive.  Methods themselves are not spread over
+        # threads: their many short numpy calls only fight over the GIL.
+        sorted_cols: dict[str, Any] = {}
+        for p in self.plans:
+            if p.needs_values and p.type == "numerical":
+                n = int(counts["num_bin"][p.row, : p.profile.slots].sum())
+                if n and n >= self.min_samples:
+                    sorted_cols[p.name] = (columns["num"][p.row], n)
+        if self.workers > 1 and len(sorted_cols) > 1:
             pool = _executor(self.workers)
-            futures = [pool.submit(self._feature, p, size, columns, counts) for p in heavy]
-            for p in light:
-                done[p.name] = self._feature(p, size, columns, counts)
-            for p, fut in zip(heavy, futures):
-                done[p.name] = fut.result()
-        else:
-            for p in self.plans:
-                done[p.name] = self._feature(p, size, columns, counts)
+            sorted_cols = {k: pool.submit(_sorted_present, raw, n) for k, (raw, n) in sorted_cols.items()}
+        done = {p.name: self._feature(p, size, columns, counts, sorted_cols.get(p.name)) for p in self.plans}
         for plan in self.plans:  # keep the configured feature order
             fr = done[plan.name]
             report.features[plan.name] = fr
@@ -220,12 +221,20 @@ class DriftEngine:
         report.timestamp = time.time()
         return report
 
-    def _feature(self, plan: FeaturePlan, size: int, columns: dict[str, np.ndarray], counts: dict[str, np.ndarray]) -> FeatureReport:
+    def _feature(self, plan: FeaturePlan, size: int, columns: dict[str, np.ndarray], counts: dict[str, np.ndarray],
+                 pending: Any = None) -> FeatureReport:
+        """One feature's report; ``pending`` is its sorted values (a future, or
+        the ``(raw, n)`` pair to sort here)."""
         prof = plan.profile
         if plan.type == "numerical":
             slot_counts = counts["num_bin"][plan.row, : prof.slots]
             n = int(slot_counts.sum())
-            values = _sorted_present(columns["num"][plan.row], n) if plan.needs_values and n else np.empty(0)
+            if isinstance(pending, Future):
+                values = pending.result()
+            elif pending is not None:
+                values = _sorted_present(*pending)
+            else:
+                values = np.empty(0)
             oor = (int(slot_counts[0]) + int(slot_counts[-1])) / n if n else None
             new_cat = None
             cur = CurrentColumn(values=values, counts=slot_counts, is_sorted=True)
