@@ -116,6 +116,8 @@ def build() -> Dashboard:
              Target(f"max by (method) ({_drift('modelmon_drift_threshold')} and on({DRIFT_LABELS}) "
                     f"{_drift('modelmon_drift_p_value')})", "{{method}} bound", threshold=True)],
             log=True, fill=0,
+            no_value="No test for this model: ks / chisquare run when the reference has at most "
+                     "drift.small_sample_max rows, or when drift.methods names them",
         ),
         timeseries(
             "Drift scores",
@@ -156,7 +158,7 @@ def build() -> Dashboard:
         _quality("New categories", "modelmon_feature_new_category_ratio", "modelmon_threshold_new_category_ratio_max",
                  "Categorical features: share of values in categories absent from the reference"),
     ])
-    fleet = Row("Fleet-wide PSI", [
+    fleet = Row("Fleet-wide drift (all replicas)", [
         timeseries(
             "Fleet-wide PSI (5m)",
             "Population stability index per feature computed in PromQL from the bin counters summed over all "
@@ -165,7 +167,17 @@ def build() -> Dashboard:
             PLAIN,
             [Target('max by (feature) (model_feature:modelmon_fleet_psi:rate5m{model="$model", feature=~"$feature"})',
                     "{{feature}}")],
-            width=24, min=0, steps=[Step("green"), Step("orange", 0.1), Step("red", 0.25)],
+            min=0, steps=[Step("green"), Step("orange", 0.1), Step("red", 0.25)],
+        ),
+        timeseries(
+            "Fleet-wide Jensen-Shannon distance (5m)",
+            "Jensen-Shannon distance (base 2, 0..1) per feature between the fleet's last 5 minutes of values and "
+            "the reference, from the summed bin counters (recording rule "
+            "model_feature:modelmon_fleet_jensenshannon:rate5m). Dashed: 0.1, the default drift bound.",
+            PLAIN,
+            [Target('max by (feature) (model_feature:modelmon_fleet_jensenshannon:rate5m{model="$model", '
+                    'feature=~"$feature"})', "{{feature}}")],
+            min=0, max=1, steps=[Step("green"), Step("red", 0.1)],
         ),
     ])
     bins = sel("modelmon_feature_bin_values_total", feature="$feature")
