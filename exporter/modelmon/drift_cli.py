@@ -67,10 +67,22 @@ def cmd_drift(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, batch.BatchInputError) as exc:
         return _error(str(exc))
     doc = batch.report_json(report, profile, rows)
-    if args.format == "json":
-        print(json.dumps(doc, indent=2))
+    if args.format == "html":  # self-contained page with charts (modelmon.report)
+        from .report import write_report
+
+        text = write_report(doc, profile, load_table(args.current), args.reference, args.current)
+    elif args.format == "json":
+        text = json.dumps(doc, indent=2)
     else:
-        print(batch.report_table(doc))
+        text = batch.report_table(doc)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text if text.endswith("\n") else text + "\n")
+        except OSError as exc:
+            return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
     return 1 if args.fail_on_drift and doc["dataset"]["drifted"] else 0
 
 
@@ -132,7 +144,9 @@ def add_parser(sub: Any) -> None:
                    help="reference data (CSV, .jsonl, .parquet) or a profile (.json) from 'modelmon reference build'")
     d.add_argument("--current", required=True, metavar="CUR", help="current data (CSV, .jsonl, .parquet)")
     d.add_argument("--method", metavar="METHOD", help=f"force one method for every feature it applies to ({methods})")
-    d.add_argument("--format", choices=("json", "table"), default="json", help="output format (default json)")
+    d.add_argument("--format", choices=("json", "table", "html"), default="json",
+                   help="output format (default json; html: a self-contained report with charts)")
+    d.add_argument("-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the dataset drifted")
     d.add_argument("--config", "--config.file", dest="config", metavar="FILE",
                    help="exporter config: feature types, methods, thresholds and bins of a model")
