@@ -44,7 +44,7 @@ def build() -> Dashboard:
             mappings=[value_mapping({"0": ("down", "red"), "1": ("up", "green")})],
         ),
         timeseries(
-            "Scrape duration", "Time Prometheus needed to scrape each replica (drift is recomputed inside a "
+            "Scrape duration by replica", "Time Prometheus needed to scrape each replica (drift is recomputed inside a "
                                "scrape at most every drift.recompute_interval).", SECONDS,
             [Target(_scrape("scrape_duration_seconds"), "{{instance}}")], width=8, min=0,
         ),

@@ -80,7 +80,7 @@ def build() -> Dashboard:
             min=0,
         ),
         timeseries(
-            "Accuracy",
+            "Accuracy against limits",
             "Accuracy of labelled predictions: 'streaming' from the correct/labelled counters at the rate interval, "
             "'window' from the selected sliding window. Dashed red: the alert minimum "
             "(modelmon_threshold_accuracy_min_ratio) and the release gate (modelmon_threshold_release_accuracy_min_ratio).",

@@ -75,7 +75,7 @@ def build() -> Dashboard:
     ])
     labels = Row("Labels", [
         timeseries(
-            "Label coverage",
+            "Label coverage by window",
             "Labelled / all predictions per window. Dashed red: the minimum coverage "
             "(modelmon_threshold_label_coverage_min_ratio); below it quality figures rest on a thin sample.",
             RATIO,
