@@ -4,6 +4,7 @@ how much memory it needs, as the exporter runs it.
     python bench/drift.py                # the full table (about a minute)
     python bench/drift.py --quick        # fewer repeats
     python bench/drift.py --evidently /tmp/evidently-venv/bin/python
+    python bench/drift.py --false-alarms # no-drift flag rates of the defaults (docs/drift.md)
 
 Data: a reference of 100k rows x (20 numerical + 5 categorical) features and
 current windows of 10k and 100k rows (mild drift in a few features), plus a
@@ -176,13 +177,54 @@ def evidently_time(python: str, ref: dict, cur: dict, repeats: int, tmp: Path) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def false_alarms(trials: int) -> None:
+    """Share of no-drift windows each default method flags, by window size.
+
+    Each trial draws a fresh reference and a window from one population
+    (lognormal numbers, 4 categories), so a test's rate is its level."""
+    from modelmon.drift import registry
+    from modelmon.drift.base import CurrentColumn
+    from modelmon.drift.reference import build_categorical, build_numerical
+
+    rng = np.random.default_rng(7)
+    cats, p = np.array(list("abcd")), [0.4, 0.3, 0.2, 0.1]
+    sizes = (100, 300, 1000, 10_000)
+    print(f"No-drift windows flagged ({trials} trials per cell; reference and window drawn from one population)")
+    print("| method (threshold) | reference rows | " + " | ".join(f"window {n:,}" for n in sizes) + " |")
+    print("|---|---|" + "---|" * len(sizes))
+    for method, ref_rows, kind in (("ks", 500, "num"), ("chisquare", 500, "cat"), ("wasserstein", 20_000, "num"),
+                                   ("jensenshannon", 20_000, "cat"), ("psi", 20_000, "num"), ("psi", 20_000, "cat"),
+                                   ("meanstd", 20_000, "num")):
+        m = registry.get(method)
+        cells = []
+        for n in sizes:
+            hits = 0
+            for _ in range(trials):
+                if kind == "num":
+                    prof = build_numerical("x", rng.lognormal(0, 1, ref_rows), sample_size=10_000)
+                    cur = rng.lognormal(0, 1, n)
+                    col = CurrentColumn(values=cur, counts=np.bincount(prof.bin_index(cur), minlength=prof.slots))
+                else:
+                    prof = build_categorical("c", list(cats[rng.choice(4, ref_rows, p=p)]))
+                    codes = prof.codes(list(cats[rng.choice(4, n, p=p)]))
+                    col = CurrentColumn(values=codes, counts=np.bincount(codes, minlength=prof.slots))
+                hits += m.compute(prof, col, m.default_threshold).drifted
+            cells.append(f"{100 * hits / trials:.1f} %")
+        label = f"{method} ({'p < ' if m.has_p_value else '>= '}{m.default_threshold:g}){' categorical' if kind == 'cat' and method == 'psi' else ''}"
+        print(f"| {label} | {ref_rows:,} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--evidently", metavar="PYTHON", help="interpreter with evidently installed (default: this one if it has it)")
     ap.add_argument("--no-evidently", action="store_true")
     ap.add_argument("--skip-1m", action="store_true", help="skip the 1M-row reference")
+    ap.add_argument("--false-alarms", action="store_true", help="print the no-drift flag rates of the defaults instead")
     args = ap.parse_args()
+    if args.false_alarms:
+        false_alarms(100 if args.quick else 400)
+        return
     repeats = 5 if args.quick else 15
     evid_python = None
     if not args.no_evidently:

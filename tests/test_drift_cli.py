@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -183,7 +185,8 @@ def test_console_script_runs(files) -> None:
 @pytest.mark.parametrize("ref_rows", [800, 3000])  # default rule: tests (<= 1000 rows) / distances
 def test_exporter_exposes_the_same_numbers_as_the_batch_command(tmp_path: Path, capsys, ref_rows: int) -> None:
     rng = np.random.default_rng(ref_rows)
-    ref, cur = make_data(rng, ref_rows), make_data(rng, 700, shift=0.2)
+    # 1200 current values: above every default method's minimum window size
+    ref, cur = make_data(rng, ref_rows), make_data(rng, 1200, shift=0.2)
     cur["age"][5] = None  # a missing value on both paths
     write_csv(tmp_path / "ref.csv", ref)
     write_csv(tmp_path / "cur.csv", cur)
@@ -229,6 +232,7 @@ def test_exporter_exposes_the_same_numbers_as_the_batch_command(tmp_path: Path, 
                 assert get("modelmon_drift_p_value", labels) == pytest.approx(r["p_value"], rel=1e-12, abs=1e-15)
             assert get("modelmon_drift_threshold", labels) == r["threshold"]
             assert get("modelmon_drift_detected", labels) == int(r["drifted"])
+            assert get("modelmon_drift_min_values", {k: labels[k] for k in ("model", "feature", "method")}) == r["min_values"]
             compared += 1
         fl = {"model": "m", "feature": name, "window": "5m"}
         assert get("modelmon_feature_values", fl) == f["values"]
@@ -241,3 +245,11 @@ def test_exporter_exposes_the_same_numbers_as_the_batch_command(tmp_path: Path, 
     assert get("modelmon_reference_rows", {"model": "m"}) == ref_rows
     assert get("modelmon_reference_info", {"model": "m", "profile_hash": profile.hash}) == 1
     assert doc["reference"]["profile_hash"] == profile.hash  # the batch built the very same profile
+    # The exposition with every drift family (tests with p-values included) passes promtool's lint.
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: apt-get install prometheus (see ../shared/conventions.md)")
+    body = generate_latest(registry)
+    assert (b"modelmon_drift_p_value{" in body) == (ref_rows <= 1000) and b"modelmon_feature_bin_values_total{" in body
+    lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr

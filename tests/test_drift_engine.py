@@ -18,8 +18,12 @@ from modelmon.drift.engine import DriftEngine
 from modelmon.drift.reference import build_categorical, build_numerical, build_profile
 
 
-def score(features, ref: dict, cur: dict, drift: DriftConfig | None = None, **kw):
+def score(features, ref: dict, cur: dict, drift: DriftConfig | None = None, gate: bool = False, **kw):
+    """Engine report for ``cur``; without ``gate`` every method is scored
+    whatever the window size (as the batch command does)."""
     drift = drift or DriftConfig(min_samples=1)
+    if not gate:
+        kw.setdefault("min_samples", 1)
     profile = build_profile(ref, features, bins=drift.bins, sample_size=10**6)
     engine = DriftEngine(features, profile, drift, **kw)
     rows = len(next(iter(cur.values())))
@@ -100,10 +104,32 @@ def test_data_quality_rates_and_min_samples() -> None:
     # value there may be known, and the new-category rate is not reported.
     assert fd.new_category_ratio is None
     # min_samples: no score below it, counts still reported
-    _, rep = score(feats, ref, {"x": x, "c": c, "d": d}, drift=DriftConfig(min_samples=9))
+    _, rep = score(feats, ref, {"x": x, "c": c, "d": d}, drift=DriftConfig(min_samples=9), min_samples=9)
     assert rep.features["x"].results == {"ks": None, "psi": None} and rep.features["x"].n == 8
     assert rep.features["c"].results["chisquare"] is not None
     assert rep.evaluated_features == 2  # x is not evaluated
+
+
+def test_distances_wait_for_their_minimum_window_size() -> None:
+    """The exporter scores a distance only on windows large enough that its
+    no-drift noise stays under the default threshold; tests need no floor."""
+    rng = np.random.default_rng(6)
+    feats = [FeatureConfig(name="x", methods=["wasserstein", "psi", "jensenshannon", "ks"]),
+             FeatureConfig(name="c", type="categorical", methods=["jensenshannon", "psi", "chisquare"])]
+    cats = [f"k{i}" for i in range(25)]
+    ref = {"x": rng.normal(size=5000), "c": list(rng.choice(cats, 5000))}
+    engine, rep = score(feats, ref, {"x": rng.normal(size=600), "c": list(rng.choice(cats, 600))},
+                        drift=DriftConfig(min_samples=100, top_k_categories=20), gate=True)
+    req = {p.name: dict(zip([m for m, _ in p.methods], p.required)) for p in engine.plans}
+    # 10 quantile bins (the out-of-range slots hold no reference mass); 20 kept categories + __other__
+    assert req["x"] == {"wasserstein": 1000, "psi": 300, "jensenshannon": 500, "ks": 100}
+    assert req["c"] == {"jensenshannon": 1000, "psi": 600, "chisquare": 100}
+    got = {f: {m for m, r in rep.features[f].results.items() if r is not None} for f in ("x", "c")}
+    assert got == {"x": {"psi", "jensenshannon", "ks"}, "c": {"psi", "chisquare"}}  # 600 values
+    assert rep.features["x"].drifted is None and rep.evaluated_features == 0  # primaries not scored yet
+    _, rep = score(feats, ref, {"x": rng.normal(size=1000), "c": list(rng.choice(cats, 1000))},
+                   drift=DriftConfig(min_samples=100, top_k_categories=20), gate=True)
+    assert all(r is not None for f in rep.features.values() for r in f.results.values())
 
 
 def test_nan_values_are_dropped_before_exact_tests() -> None:

@@ -5,14 +5,16 @@
     modelmon_drift_threshold{model="demo",feature="age",method="psi",window="5m"} 0.1
     modelmon_drift_detected{model="demo",feature="age",method="psi",window="5m"} 0
     modelmon_feature_values{model="demo",feature="age",window="5m"} 100000
+    modelmon_drift_min_values{model="demo",feature="age",method="wasserstein"} 1000
     modelmon_dataset_drifted_features_ratio{model="demo",window="5m"} 0.0
     modelmon_feature_bin_values_total{model="demo",feature="age",bin="3"} 1520
     modelmon_reference_bin_ratio{model="demo",feature="age",bin="3"} 0.1
 
 Scores are computed when a scrape asks and cached for the model's
 ``drift.recompute_interval`` (HELP texts say so).  No score is exported for a
-window holding fewer than ``drift.min_samples`` values; ``modelmon_feature_values``
-always is, so alerts can require enough data.
+window holding fewer values than the method needs (``drift.min_samples``,
+raised for distance methods to their noise floor: ``modelmon_drift_min_values``);
+``modelmon_feature_values`` always is, so alerts can require enough data.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class DriftCollector:
             "Configured drift threshold (a p-value bound for tests, a distance bound otherwise).", labels=lf,
         )
         detected = GaugeMetricFamily("modelmon_drift_detected", "1 when the method flags drift in the window." + CACHED, labels=lf)
+        min_values = GaugeMetricFamily(
+            "modelmon_drift_min_values",
+            "Fewest values a window needs before the method is scored (drift.min_samples, raised for distances "
+            "to their no-drift noise floor); below it modelmon_drift_score is absent.",
+            labels=["model", "feature", "method"],
+        )
         values = GaugeMetricFamily(
             "modelmon_feature_values", "Non-missing values of a feature in the window.", labels=["model", "feature", "window"]
         )
@@ -86,6 +94,9 @@ class DriftCollector:
             if mon.drift_engine is None or mon.profile is None:
                 continue
             ref_info.add_metric([name, mon.profile.hash], 1)
+            for plan in mon.drift_engine.plans:
+                for (method, _), required in zip(plan.methods, plan.required):
+                    min_values.add_metric([name, plan.name, method], required)
             ref_rows.add_metric([name], mon.profile.rows)
             with mon._lock:
                 num_totals = mon.num_bin_totals.copy()
@@ -124,5 +135,5 @@ class DriftCollector:
                         if res.p_value is not None:
                             pval.add_metric(labels, res.p_value)
                         detected.add_metric(labels, int(res.drifted))
-        yield from (score, pval, thr, detected, values, missing, oor, newcat, share, ds_detected,
+        yield from (score, pval, thr, detected, min_values, values, missing, oor, newcat, share, ds_detected,
                     duration, last, bins, ref_bins, ref_info, ref_rows)

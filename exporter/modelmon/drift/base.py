@@ -76,6 +76,17 @@ class DriftMethod(ABC):
     has_p_value: ClassVar[bool] = False
     #: Whether the method needs raw window values (exact tests) or only bin counts.
     needs_values: ClassVar[bool] = False
+    #: Fewest window values the exporter scores the method on (on top of the
+    #: model's ``drift.min_samples``).  Tests account for the sample size in
+    #: their p-value and need no floor; distances have a noise floor that
+    #: shrinks like 1/sqrt(n), and below these sizes they cross their default
+    #: threshold on windows without any drift (docs/drift.md has the rates).
+    min_values: ClassVar[int] = 1
+
+    def required_values(self, ref: NumericalProfile | CategoricalProfile) -> int:
+        """:attr:`min_values` for this reference (binned methods scale it
+        with the number of occupied reference slots)."""
+        return self.min_values
 
     @abstractmethod
     def compute(

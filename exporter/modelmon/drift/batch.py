@@ -208,11 +208,16 @@ def report_json(report: DriftReport, profile: ReferenceProfile, current_rows: in
             "threshold": primary.threshold,
             "drifted": primary.drifted,
             "values": fr.n,
+            # The exporter would not score the method on so few values (its
+            # noise floor, docs/drift.md): the verdict is shown but unreliable.
+            "min_values": fr.required.get(fr.primary, 1),
+            "below_min_values": fr.n < fr.required.get(fr.primary, 1),
             "missing_ratio": fr.missing_ratio,
             **({"out_of_range_ratio": fr.out_of_range_ratio} if fr.type == "numerical" else {}),
             **({"new_category_ratio": fr.new_category_ratio} if fr.type == "categorical" else {}),
             "methods": {
-                m: {"statistic": r.statistic, "p_value": r.p_value, "threshold": r.threshold, "drifted": r.drifted}
+                m: {"statistic": r.statistic, "p_value": r.p_value, "threshold": r.threshold, "drifted": r.drifted,
+                    "min_values": fr.required.get(m, 1)}
                 for m, r in fr.results.items() if r is not None
             },
         }

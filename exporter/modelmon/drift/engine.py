@@ -3,7 +3,9 @@
 The engine is given a window's columns and running counts (laid out as in
 :class:`FeatureLayout`) and returns a :class:`DriftReport`: per feature and
 method a :class:`~.base.DriftResult` (or nothing when the window holds fewer
-than ``min_samples`` values), dataset drift, and data-quality rates.  The same
+values than the method needs: ``drift.min_samples``, raised for distances to
+their noise floor by :meth:`~.base.DriftMethod.required_values`), dataset
+drift, and data-quality rates.  The same
 engine serves the exporter (:meth:`ModelMonitor.drift` passes a window
 snapshot) and the batch ``modelmon drift`` command (:mod:`.batch` encodes a
 file the same way), so both report the same numbers for the same data.
@@ -77,6 +79,12 @@ class FeaturePlan:
     methods: list[tuple[str, float]]  # (method name, threshold)
     impls: list[DriftMethod] = field(default_factory=list)
     needs_values: bool = False
+    #: Per method: the fewest values the exporter scores it on
+    #: (``drift.min_samples`` or the method's own floor, whichever is larger).
+    required: list[int] = field(default_factory=list)
+    #: Per method: the gate actually applied (``required``, or the explicit
+    #: ``min_samples`` of a batch run).
+    gate: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -91,7 +99,9 @@ class FeatureReport:
     #: a rare reference category, and the rate is unknown (None).
     new_category_ratio: float | None
     primary: str
-    results: dict[str, DriftResult | None]  # None: fewer than min_samples values
+    results: dict[str, DriftResult | None]  # None: fewer values than the method requires
+    #: Per method: the fewest values the exporter scores it on.
+    required: dict[str, int] = field(default_factory=dict)
 
     @property
     def drifted(self) -> bool | None:
@@ -148,13 +158,17 @@ class DriftEngine:
         workers: int = DEFAULT_WORKERS,
     ):
         """``force_method`` replaces the methods of every feature it applies to
-        (the others keep their configured or default methods); ``min_samples``
-        overrides ``cfg.min_samples`` (the batch command scores any size)."""
+        (the others keep their configured or default methods).  Each method
+        is scored on windows of at least ``max(cfg.min_samples,
+        method.required_values(profile))`` values; an explicit ``min_samples``
+        replaces both (the batch command passes 1: it scores any file and
+        flags small ones instead)."""
         self.cfg = cfg
         self.profile = profile
         self.layout = FeatureLayout(features)
         self.dataset_share_threshold = dataset_share_threshold
-        self.min_samples = cfg.min_samples if min_samples is None else min_samples
+        self.min_samples = max(1, cfg.min_samples if min_samples is None else min_samples)
+        self.method_floors = min_samples is None
         self.workers = max(1, workers)
         if force_method is not None:
             registry.get(force_method)  # unknown name: KeyError listing the known ones
@@ -177,8 +191,10 @@ class DriftEngine:
                 thr = f.threshold if (k == 0 and f.threshold is not None) else method.default_threshold
                 methods.append((m, thr))
             impls = [registry.get(m) for m, _ in methods]
+            required = [max(cfg.min_samples, i.required_values(prof), 1) for i in impls]
+            gate = required if self.method_floors else [self.min_samples] * len(impls)
             plan = FeaturePlan(f.name, f.type, self.layout.row[f.name], prof, methods, impls,
-                               needs_values=any(i.needs_values for i in impls))
+                               needs_values=any(i.needs_values for i in impls), required=required, gate=gate)
             self.plans.append(plan)
         self.plans_by_name = {p.name: p for p in self.plans}
         self.needs_values = any(p.needs_values for p in self.plans)
@@ -202,7 +218,7 @@ class DriftEngine:
         for p in self.plans:
             if p.needs_values and p.type == "numerical":
                 n = int(counts["num_bin"][p.row, : p.profile.slots].sum())
-                if n and n >= self.min_samples:
+                if n and any(n >= g for g, i in zip(p.gate, p.impls) if i.needs_values):
                     sorted_cols[p.name] = (columns["num"][p.row], n)
         if self.workers > 1 and len(sorted_cols) > 1:
             pool = _executor(self.workers)
@@ -249,13 +265,14 @@ class DriftEngine:
             new_cat = (int(slot_counts[-1]) / n if n else None) if prof.counts[-1] == 0 else None
             cur = CurrentColumn(values=values, counts=slot_counts)
         results: dict[str, DriftResult | None] = {}
-        for (m, thr), impl in zip(plan.methods, plan.impls):
-            results[m] = impl.compute(prof, cur, thr) if n >= max(self.min_samples, 1) else None
+        for (m, thr), impl, gate in zip(plan.methods, plan.impls, plan.gate):
+            results[m] = impl.compute(prof, cur, thr) if n >= gate else None
         return FeatureReport(
             name=plan.name, type=plan.type, n=n,
             missing_ratio=((size - n) / size) if size else 0.0,
             out_of_range_ratio=oor, new_category_ratio=new_cat,
             primary=plan.methods[0][0] if plan.methods else "", results=results,
+            required={m: r for (m, _), r in zip(plan.methods, plan.required)},
         )
 
 

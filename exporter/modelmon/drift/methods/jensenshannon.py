@@ -12,7 +12,9 @@ out-of-range slots for numerical features, categories plus ``__other__``
 for categorical ones.  No smoothing is needed: ``0 * log 0 = 0`` and ``m``
 is positive wherever ``p`` or ``q`` is.
 
-Drift when ``JS >= threshold`` (default 0.1).
+Drift when ``JS >= threshold`` (default 0.1).  The exporter scores it on
+windows of at least ``max(500, 50 * (k - 1))`` values, k the reference's
+occupied slots (below that, sampling noise alone reaches 0.1; docs/drift.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ class JensenShannon(DriftMethod):
     name = "jensenshannon"
     feature_types = frozenset({"numerical", "categorical"})
     default_threshold = 0.1
+    min_values = 500
+
+    def required_values(self, ref: NumericalProfile | CategoricalProfile) -> int:
+        """500, or 50 per degree of freedom for many occupied slots: without
+        drift ``JS² ≈ (k - 1) / (8 n ln 2)``, so this keeps JS near 0.05,
+        half the default threshold."""
+        return max(self.min_values, 50 * (int(np.count_nonzero(ref.counts)) - 1))
 
     def compute(self, ref: NumericalProfile | CategoricalProfile, cur: CurrentColumn, threshold: float) -> DriftResult:
         return self.distance_result(js_distance(ref.counts, cur.counts), threshold)

@@ -18,7 +18,9 @@ Thresholds: drift at ``PSI >= 0.1`` (default, "moderate shift"); 0.25 is
 the usual "significant shift" level, used by the alert rules as critical.
 PSI is biased upwards on small windows: with no drift its expectation is
 about ``(slots - 1) * (1/n + 1/N)`` (n window values, N reference rows), so
-keep windows well above ``10 * slots`` values (docs/drift.md).
+the exporter scores PSI only on windows of at least
+``max(300, 30 * (k - 1))`` values, k the reference's occupied slots
+(:meth:`PSI.required_values`; docs/drift.md has the measured rates).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class PSI(DriftMethod):
     name = "psi"
     feature_types = frozenset({"numerical", "categorical"})
     default_threshold = 0.1
+    min_values = 300
+
+    def required_values(self, ref: NumericalProfile | CategoricalProfile) -> int:
+        """300, or 30 per degree of freedom for many occupied slots: keeps the
+        no-drift expectation ``(k - 1) / n`` at or below a third of 0.1."""
+        return max(self.min_values, 30 * (int(np.count_nonzero(ref.counts)) - 1))
 
     def compute(self, ref: NumericalProfile | CategoricalProfile, cur: CurrentColumn, threshold: float) -> DriftResult:
         return self.distance_result(psi(ref.counts, cur.counts), threshold)
