@@ -132,12 +132,12 @@ def test_queries_escape_label_values() -> None:
 #: The bad canary's 240 ms all fall in (0.2, 0.25]: p95 = 0.2 + 0.05 * 0.95 = 0.2475.
 TRACKS = {
     "stable": {"version": "1.0", "errors": 1, "wrong": 2, "latency": (0.06, 0.09), "shift": 0.0},
-    "canary-good": {"version": "2.0", "errors": 1, "wrong": 2, "latency": (0.06, 0.09), "shift": 0.0},
+    "canary": {"version": "2.0", "errors": 1, "wrong": 2, "latency": (0.06, 0.09), "shift": 0.0},
     "canary-bad": {"version": "3.0", "errors": 4, "wrong": 8, "latency": (0.24, 0.24), "shift": 0.5},
 }
 EXPECTED = {  # hand-computed from TRACKS
     "stable": {"error_ratio": 1 / 40, "latency_p95_seconds": 0.0975, "accuracy": 38 / 40, "drifted_features_ratio": 0.0},
-    "canary-good": {"error_ratio": 1 / 40, "latency_p95_seconds": 0.0975, "accuracy": 38 / 40, "drifted_features_ratio": 0.0},
+    "canary": {"error_ratio": 1 / 40, "latency_p95_seconds": 0.0975, "accuracy": 38 / 40, "drifted_features_ratio": 0.0},
     "canary-bad": {"error_ratio": 4 / 40, "latency_p95_seconds": 0.2475, "accuracy": 32 / 40, "drifted_features_ratio": 1.0},
 }
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -219,11 +219,11 @@ def _by_rule(verdict: dict) -> dict[str, dict]:
 
 
 def test_live_gate_passes_a_good_canary(canary: dict[str, Any]) -> None:
-    code, out, err = run_cli("--gate", _gate_file(canary["dir"], canary["url"], "canary-good"), "--format", "json")
+    code, out, err = run_cli("--gate", _gate_file(canary["dir"], canary["url"], "canary"), "--format", "json")
     verdict = json.loads(out)
     assert code == 0, out + err
     checks = _by_rule(verdict)
-    for metric, value in EXPECTED["canary-good"].items():
+    for metric, value in EXPECTED["canary"].items():
         rules = [c for c in checks.values() if c["metric"] == metric]
         assert rules and all(c["candidate"] == pytest.approx(value, rel=1e-6, abs=1e-9) for c in rules), (metric, rules)
     assert checks["error_ratio - baseline <= 0.01"]["baseline"] == pytest.approx(EXPECTED["stable"]["error_ratio"], rel=1e-6)
@@ -276,3 +276,17 @@ def test_live_gate_rejects_a_url_that_is_not_prometheus(canary: dict[str, Any]) 
     code, _, err = run_cli("--prometheus.url", canary["url"] + "/nothing-here", "--model", "fraud",
                            "--candidate-version", "2.0")
     assert code == 2 and "Prometheus" in err
+
+
+def test_ci_example_canary_step(canary: dict[str, Any], tmp_path: Path) -> None:
+    """The example workflow's canary step, run as written against the live canary."""
+    from test_ops_ci_example import run_step
+
+    env = {"PROMETHEUS_URL": canary["url"], "STABLE_VERSION": "1.0", "CANARY_WINDOW": "1m"}
+    r = run_step("Canary analysis", tmp_path, env={**env, "CANDIDATE_VERSION": "2.0"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "RELEASE GATE: PASS  (7/7 checks passed)" in r.stdout
+    # The same step with Prometheus down stops the pipeline with exit 2.
+    r = run_step("Canary analysis", tmp_path, env={**env, "CANDIDATE_VERSION": "2.0",
+                                                   "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"})
+    assert r.returncode == 2 and "unreachable" in r.stderr
