@@ -29,6 +29,7 @@ DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 SUBCOMMANDS: list[str] = [
     "modelmon.drift_cli",  # drift, reference build
     "modelmon.gate_cli",  # gate (release gate)
+    "modelmon.stack",  # stack (local Prometheus + Alertmanager, no Docker)
 ]
 
 
