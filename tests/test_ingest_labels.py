@@ -88,6 +88,10 @@ def test_join_horizon_duplicates_and_single_use():
     assert delay == pytest.approx(110.0)  # event timestamps are T0 (set by the source)
     clock.t += 200
     assert join.pending() == 0
+    pipe.submit(batch(["d", "d", "e"]))  # an id twice in one batch: held once
+    assert join.pending() == 2
+    assert join.join(["d", "d", "e"], ["1", "1", "0"]).unknown == [1]
+    assert join.pending() == 0 and join.expired == 0  # the first "x" was superseded, not expired
 
 
 def test_invalid_label_keeps_the_event_waiting():

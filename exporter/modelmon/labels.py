@@ -7,8 +7,9 @@ event's prediction, score and fairness group and handed to the model's monitor
 (:meth:`~modelmon.monitor.ModelMonitor.observe_labels`) with its delay.
 
 Memory is bounded twice: by the horizon and by ``max_events``.  Events are
-kept in per-batch chunks (one small object per accepted batch, not per event);
-the oldest chunks go first when either bound is crossed.  A label whose event
+kept in per-batch chunks (one small object per accepted batch, not per event)
+and the id index maps an id to a plain sequence number; the oldest chunks go
+first when either bound is crossed.  A label whose event
 is not (or no longer) held is refused as ``unknown_id``, and a second label for
 the same id is too: an event is labelled once.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,7 +38,12 @@ class _Chunk:
     groups: list[str | None]
     #: Rows still waiting for a label; the chunk is dropped from the index when evicted.
     ids: list[str]
+    #: Sequence number of the chunk's first row.
+    start: int = 0
     live: int = 0
+
+
+_EVICTED = _Chunk("", 0.0, [], [], [], [], [])
 
 
 @dataclass(slots=True)
@@ -64,13 +70,21 @@ class LabelJoin:
         self.horizon = float(horizon_seconds)
         self.clock = clock
         self._lock = threading.Lock()
-        self._index: dict[str, tuple[_Chunk, int]] = {}
-        self._chunks: deque[_Chunk] = deque()
+        #: id -> the event's sequence number.  Plain ints, not (chunk, row)
+        #: tuples: the garbage collector never has to walk the index.
+        self._index: dict[str, int] = {}
+        self._chunks: list[_Chunk] = []
+        self._starts: list[int] = []  # first sequence number of each chunk (sorted)
+        self._head = 0  # chunks before it are evicted
+        self._seq = 0
         #: Events dropped unlabelled because the buffer was full or the horizon passed.
         self.expired = 0
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def _chunk_of(self, seq: int) -> _Chunk:
+        return self._chunks[bisect_right(self._starts, seq, lo=self._head) - 1]
 
     # ---------------------------------------------------------------- events
     def on_batch(self, batch: EventBatch) -> None:
@@ -94,29 +108,45 @@ class LabelJoin:
             ids, ts, preds, scores, groups = ids[cut:], ts[cut:], preds[cut:], scores[cut:], groups[cut:]
             self.expired += cut
         now = self.clock()
-        chunk = _Chunk(batch.model, now, ts, preds, scores, groups, ids, live=len(ids))
         with self._lock:
+            start = self._seq
+            self._seq += len(ids)
+            chunk = _Chunk(batch.model, now, ts, preds, scores, groups, ids, start=start, live=len(ids))
             index = self._index
-            for row, id_ in enumerate(ids):
-                old = index.get(id_)
-                if old is not None:  # a repeated id: the newest event wins
-                    old[0].live -= 1
-                index[id_] = (chunk, row)
+            n_before = len(index)
+            if index.keys().isdisjoint(ids):
+                index.update(zip(ids, range(start, start + len(ids))))
+                chunk.live = len(index) - n_before  # less than len(ids) if the batch repeats an id
+            else:  # ids seen before: the newest event wins (a slow path, rare)
+                seen: set[str] = set()
+                for id_ in ids:
+                    old = index.get(id_)
+                    if old is not None and id_ not in seen:
+                        self._chunk_of(old).live -= 1
+                    seen.add(id_)
+                index.update(zip(ids, range(start, start + len(ids))))
+                chunk.live = len(seen)
             self._chunks.append(chunk)
+            self._starts.append(start)
             self._evict(now)
 
     def _evict(self, now: float) -> None:
         cutoff = now - self.horizon
         chunks, index = self._chunks, self._index
-        while chunks and (len(index) > self.max_events or chunks[0].arrival < cutoff):
-            chunk = chunks.popleft()
+        while self._head < len(chunks) and (len(index) > self.max_events or chunks[self._head].arrival < cutoff):
+            chunk = chunks[self._head]
+            chunks[self._head] = _EVICTED  # free its columns now, not at the next compaction
+            self._head += 1
             if chunk.live <= 0:
                 continue
-            for row, id_ in enumerate(chunk.ids):
-                entry = index.get(id_)
-                if entry is not None and entry[0] is chunk and entry[1] == row:
+            for seq, id_ in enumerate(chunk.ids, start=chunk.start):
+                if index.get(id_) == seq:
                     del index[id_]
                     self.expired += 1
+        if self._head > 64 and self._head * 2 > len(chunks):  # compact the evicted prefix
+            del chunks[: self._head]
+            del self._starts[: self._head]
+            self._head = 0
 
     # ---------------------------------------------------------------- labels
     def join(self, ids: list[str], labels: list[Any], convert: LabelConverter | None = None,
@@ -134,11 +164,12 @@ class LabelJoin:
             self._evict(now)
             index = self._index
             for pos, (id_, label) in enumerate(zip(ids, labels)):
-                entry = index.get(id_)
-                if entry is None or (models is not None and models[pos] is not None and models[pos] != entry[0].model):
+                seq = index.get(id_)
+                chunk = None if seq is None else self._chunk_of(seq)
+                if chunk is None or (models is not None and models[pos] is not None and models[pos] != chunk.model):
                     res.unknown.append(pos)
                     continue
-                chunk, row = entry
+                row = seq - chunk.start
                 if convert is not None:
                     try:
                         label = convert(chunk.model, label)

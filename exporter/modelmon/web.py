@@ -103,6 +103,9 @@ class ExporterServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = f"modelmon/{__version__}"
+            #: Headers and body are two writes: with Nagle on, keep-alive clients
+            #: (the ingestion API's) wait ~40 ms for a delayed ACK on every response.
+            disable_nagle_algorithm = True
 
             def _dispatch(self) -> None:
                 parts = urlsplit(self.path)

@@ -1,0 +1,183 @@
+"""Benchmark: events per second through POST /api/v1/events, and the exporter's memory.
+
+Starts ``modelmon serve`` in its own process (so its RSS is its own) with one
+classification model of 20 numerical features and a reference, then posts
+pre-encoded JSON batches of 100 and of 1000 events over keep-alive connections
+(every event has a unique id, so the label join buffer fills up to its cap as
+in production).  Prints events/s per batch size and the exporter's RSS before,
+during and after the run, then one scrape's duration with full windows.
+
+    python bench/ingest.py                      # 1M events in batches of 1000, 200k in batches of 100
+    python bench/ingest.py --events 2000000 --clients 2
+
+Target (issue 4): >= 50,000 events/s with batches of 1000 on a 2-core machine,
+memory flat after the windows and the join buffer have filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_config(d: Path, n_features: int) -> Path:
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(n_features)]
+    ref = rng.normal(0, 1, (5000, n_features))
+    lines = [",".join(names)] + [",".join(f"{v:.5f}" for v in row) for row in ref]
+    (d / "ref.csv").write_text("\n".join(lines) + "\n")
+    feats = "\n".join(f"      - {{name: {n}, type: numerical}}" for n in names)
+    cfg = d / "bench.yml"
+    cfg.write_text(f"""models:
+  - name: bench
+    task: classification
+    features:
+{feats}
+    reference: {{path: ref.csv}}
+""")
+    return cfg
+
+
+def make_template(batch: int, n_features: int, seed: int) -> bytes:
+    """One JSON array of ``batch`` events; ids start with a fixed 10-character marker replaced per request."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(0, 1, (batch, n_features)), 4)
+    events = [{
+        "model": "bench", "version": "1.0", "id": f"@@@@@@@@@@-{i:05d}",
+        "features": {f"f{j}": float(x[i, j]) for j in range(n_features)},
+        "prediction": int(x[i, 0] > 0), "score": float(abs(x[i, 1]) % 1), "latency_seconds": 0.05,
+    } for i in range(batch)]
+    return json.dumps(events, separators=(",", ":")).encode()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"exporter exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/-/ready")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("exporter did not become ready")
+
+
+def run_phase(port: int, batch: int, total: int, clients: int, n_features: int, counter: list[int],
+              pid: int, checkpoints: list[tuple[int, float]]) -> float:
+    templates = [make_template(batch, n_features, seed) for seed in range(4)]
+    requests_needed = total // batch
+    lock = threading.Lock()
+    next_req = [0]
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next_req[0]
+                if i >= requests_needed:
+                    break
+                next_req[0] += 1
+            body = templates[i % len(templates)].replace(b"@@@@@@@@@@", b"%010d" % (counter[0] + i), batch)
+            conn.request("POST", "/api/v1/events", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200 or json.loads(data)["accepted"] != batch:
+                errors.append(f"{resp.status} {data[:200]!r}")
+                break
+            done = (i + 1) * batch
+            if done % 200_000 == 0:
+                checkpoints.append((counter[0] + done, rss_mib(pid)))
+        conn.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"ingestion failed: {errors[0]}")
+    counter[0] += requests_needed * batch
+    return requests_needed * batch / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000, help="events in batches of 1000 (default 1M)")
+    ap.add_argument("--small-events", type=int, default=200_000, help="events in batches of 100 (default 200k)")
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=1, help="concurrent keep-alive connections")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = write_config(Path(tmp), args.features)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg), f"--web.listen-address=127.0.0.1:{port}",
+             "--log.level=warn"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(port, proc)
+            time.sleep(0.5)
+            rss0 = rss_mib(proc.pid)
+            counter = [0]
+            checkpoints: list[tuple[int, float]] = []
+            print(f"modelmon ingest benchmark: {args.features} numerical features, {args.clients} client connection(s), "
+                  f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+            print(f"exporter RSS at start:                  {rss0:8.1f} MiB")
+            small = run_phase(port, 100, args.small_events, args.clients, args.features, counter, proc.pid, [])
+            print(f"batches of  100: {args.small_events:>9,} events  {small:>9,.0f} events/s")
+            rss1 = rss_mib(proc.pid)
+            big = run_phase(port, 1000, args.events, args.clients, args.features, counter, proc.pid, checkpoints)
+            print(f"batches of 1000: {args.events:>9,} events  {big:>9,.0f} events/s   (target >= 50,000)")
+            rss2 = rss_mib(proc.pid)
+            print(f"exporter RSS before the 1000-batches:   {rss1:8.1f} MiB  (after {args.small_events:,} events)")
+            for n, r in checkpoints:
+                print(f"exporter RSS after {n:>9,} events:    {r:8.1f} MiB")
+            print(f"exporter RSS after all {counter[0]:>9,} events: {rss2:8.1f} MiB")
+            t0 = time.perf_counter()
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+            scrape = time.perf_counter() - t0
+            accepted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith('modelmon_events_accepted_total{model="bench"'))
+            print(f"first scrape with full windows (drift of {args.features} features x 2 windows): {scrape * 1000:.0f} ms")
+            print(f"events accepted per /metrics: {accepted:,.0f} (sent {counter[0]:,})")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
