@@ -298,7 +298,7 @@ class ModelMonitor:
             if cached is not None and now - cached.timestamp < self.recompute_interval:
                 return cached
             w = self.windows[window]
-            cols = ("num", "cat") if self.drift_engine.needs_values else ()
+            cols = self.drift_engine.window_columns
             snap = w.snapshot(now=now, columns=cols)
             report = self.drift_engine.compute(window, snap.size, snap.columns, snap.counts)
             report.timestamp = now

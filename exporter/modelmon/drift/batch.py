@@ -94,6 +94,7 @@ def encode(engine: DriftEngine, table: Mapping[str, Sequence[Any]], rows: int) -
     num_slots = max((p.slots for p in num_profiles), default=1)
     cat_slots = max((p.slots for p in cat_profiles), default=1)
     num = np.full((max(len(num_profiles), 1), rows), math.nan)
+    num_bin = np.full((max(len(num_profiles), 1), rows), -1, dtype=np.int16)
     num_counts = np.zeros((max(len(num_profiles), 1), num_slots), dtype=np.int64)
     for i, prof in enumerate(num_profiles):
         assert isinstance(prof, NumericalProfile)
@@ -101,6 +102,7 @@ def encode(engine: DriftEngine, table: Mapping[str, Sequence[Any]], rows: int) -
         x[~np.isfinite(x)] = math.nan
         num[i] = x
         idx = prof.bin_index(x)
+        num_bin[i] = idx
         num_counts[i, : prof.slots] = np.bincount(idx[idx >= 0], minlength=prof.slots)
     cat = np.full((max(len(cat_profiles), 1), rows), -1, dtype=np.int32)
     cat_counts = np.zeros((max(len(cat_profiles), 1), cat_slots), dtype=np.int64)
@@ -110,7 +112,7 @@ def encode(engine: DriftEngine, table: Mapping[str, Sequence[Any]], rows: int) -
         codes = prof.codes(values)
         cat[i] = codes
         cat_counts[i, : prof.slots] = np.bincount(codes[codes >= 0], minlength=prof.slots)
-    return Window(size=rows, columns={"num": num, "cat": cat}, counts={"num_bin": num_counts, "cat": cat_counts})
+    return Window(size=rows, columns={"num": num, "num_bin": num_bin, "cat": cat}, counts={"num_bin": num_counts, "cat": cat_counts})
 
 
 def run(
