@@ -231,10 +231,24 @@ class DriftEngine:
                 if n and any(n >= g for g, i in zip(p.gate, p.impls) if i.needs_values):
                     codes = columns["num_bin"][p.row] if "num_bin" in columns else None
                     sorted_cols[p.name] = (columns["num"][p.row], n, codes, counts["num_bin"][p.row, : p.profile.slots])
+        done: dict[str, FeatureReport] = {}
         if self.workers > 1 and len(sorted_cols) > 1:
+            # At most 2 x workers sorted columns exist at once, so memory stays
+            # at the snapshot plus a few columns, whatever the feature count.
             pool = _executor(self.workers)
-            sorted_cols = {k: pool.submit(_sorted_present, *args) for k, args in sorted_cols.items()}
-        done = {p.name: self._feature(p, size, columns, counts, sorted_cols.get(p.name)) for p in self.plans}
+            queue = list(sorted_cols.items())
+            ahead = 2 * self.workers
+            futures = {k: pool.submit(_sorted_present, *args) for k, args in queue[:ahead]}
+            queue = queue[ahead:]
+            for p in self.plans:
+                fut = futures.pop(p.name, None)
+                done[p.name] = self._feature(p, size, columns, counts, fut)
+                if fut is not None and queue:
+                    k, args = queue.pop(0)
+                    futures[k] = pool.submit(_sorted_present, *args)
+        else:
+            for p in self.plans:
+                done[p.name] = self._feature(p, size, columns, counts, sorted_cols.get(p.name))
         for plan in self.plans:  # keep the configured feature order
             fr = done[plan.name]
             report.features[plan.name] = fr
