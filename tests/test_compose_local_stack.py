@@ -1,0 +1,106 @@
+"""``modelmon stack``: the compose stack's alerting path without Docker.
+
+Runs the real command (exporter, Debian's prometheus and
+prometheus-alertmanager, the printing webhook) on free ports, and checks that
+Prometheus scrapes the local exporter, loads every bundle rule, sends to the
+local Alertmanager, that Alertmanager's rendered config points at the local
+receiver, and that SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from servers import ServerProcess, free_port, require_binary, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e
+
+
+def _closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook")}
+    data = tmp_path / "data"
+    proc = ServerProcess("modelmon-stack", [
+        sys.executable, "-m", "modelmon", "stack", "--scenario=incident", "--anomaly-after=0", "--rate=300",
+        "--scrape-interval=1s", f"--data-dir={data}",
+        f"--exporter.listen-address=127.0.0.1:{ports['exporter']}",
+        f"--prometheus.listen-address=127.0.0.1:{ports['prometheus']}",
+        f"--alertmanager.listen-address=127.0.0.1:{ports['alertmanager']}",
+        f"--webhook.listen-address=127.0.0.1:{ports['webhook']}",
+    ], tmp_path)
+    prom = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in proc.log_path.read_text() or not proc.alive(), 60,
+                   what="modelmon stack to start")
+        assert proc.alive(), proc.log_tail()
+        log = proc.log_path.read_text()
+        for name in ("exporter", "prometheus", "alertmanager", "webhook"):
+            assert f"127.0.0.1:{ports[name]}" in log, f"the {name} URL is not printed:\n{log}"
+
+        def targets_up() -> dict[str, str]:
+            active = requests.get(f"{prom}/targets", timeout=5).json()["data"]["activeTargets"]
+            return {t["labels"]["job"]: t["scrapeUrl"] for t in active if t["health"] == "up"}
+
+        up = wait_until(lambda: (lambda t: t if len(t) >= 2 else None)(targets_up()), 30, what="targets up")
+        assert up["modelmon"] == f"http://127.0.0.1:{ports['exporter']}/metrics"
+        assert up["prometheus"] == f"http://127.0.0.1:{ports['prometheus']}/metrics"
+        ams = requests.get(f"{prom}/alertmanagers", timeout=5).json()["data"]["activeAlertmanagers"]
+        assert [a["url"] for a in ams] == [f"http://127.0.0.1:{ports['alertmanager']}/api/v2/alerts"]
+
+        bundle_groups = {g["name"] for f in (REPO / "prometheus" / "rules").glob("*.yml")
+                         for g in yaml.safe_load(f.read_text())["groups"]}
+        loaded = {g["name"] for g in requests.get(f"{prom}/rules", timeout=5).json()["data"]["groups"]}
+        assert loaded == bundle_groups
+
+        # The incident scenario trips the bundle's alerts at once (pending until their `for:`).
+        wait_until(lambda: [a for a in requests.get(f"{prom}/alerts", timeout=5).json()["data"]["alerts"]
+                            if a["labels"].get("model") == "demo"], 30, what="an alert for model demo")
+
+        status = requests.get(f"http://127.0.0.1:{ports['alertmanager']}/api/v2/status", timeout=5).json()
+        assert f"http://127.0.0.1:{ports['webhook']}/" in status["config"]["original"], \
+            "Alertmanager's rendered config does not post to the local receiver"
+    finally:
+        code = proc.stop(timeout=20)
+    assert code == 0, proc.log_tail()
+    for name, port in ports.items():
+        assert _closed(port), f"{name} still listening on {port} after the stack stopped"
+    assert (data / "prometheus.log").exists() and (data / "prometheus.yml").exists()
+
+
+def test_stack_rejects_a_missing_bundle(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "modelmon", "stack", f"--bundle={tmp_path}"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"{tmp_path}/prometheus/prometheus.yml: not found" in proc.stderr
+
+
+def test_rewrite_points_compose_services_at_local_servers() -> None:
+    from modelmon.stack import Addresses, rewrite_prometheus_config
+
+    bundle = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    local = rewrite_prometheus_config(bundle, REPO / "prometheus",
+                                      Addresses("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), "1s")
+    jobs = {j["job_name"]: j for j in local["scrape_configs"]}
+    assert jobs["modelmon"]["static_configs"][0]["targets"] == ["127.0.0.1:1"]
+    assert "file_sd_configs" not in jobs["modelmon"]
+    assert local["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:3"]
+    assert all(Path(p).is_absolute() for p in local["rule_files"])
+    assert local["global"]["scrape_interval"] == "1s" and "scrape_timeout" not in local["global"]
+    original = next(j for j in bundle["scrape_configs"] if j["job_name"] == "modelmon")
+    assert original["static_configs"][0]["targets"] == ["exporter:9874"], "the input must not be modified"
