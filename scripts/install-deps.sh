@@ -21,7 +21,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null
 fi
 
-if ! $PY -c "import modelmon, pytest, bcrypt" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
+# Node.js and npm: tests/test_dashboards_schema.py turns the pinned
+# @grafana/schema npm package (grafana/schema/) into JSON Schema.
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  echo "install-deps: missing node/npm; installing Debian packages" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
+if ! $PY -c "import modelmon, pytest, bcrypt, jsonschema" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
   echo "install-deps: installing modelmon with test extras" >&2
   $PY -m pip install -q --disable-pip-version-check -e ".[test]"
 fi
