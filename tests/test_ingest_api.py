@@ -297,6 +297,23 @@ def test_overload_sheds_with_429_and_not_ready_with_503(start):
     assert sample(exp, "modelmon_events_accepted_total", model="fraud", source="api") == 1
 
 
+def test_connection_flood_is_shed_with_503(start):
+    exp = start()
+    slots = exp.server._connection_slots
+    held = 0
+    while slots.acquire(blocking=False):  # as if every connection slot were taken
+        held += 1
+    try:
+        r = post(exp, [good(0)])
+        assert r.status_code == 503 and r.headers["Connection"] == "close"
+        assert "too many connections" in r.json()["error"]
+    finally:
+        for _ in range(held):
+            slots.release()
+    assert post(exp, [good(0)]).status_code == 200
+    assert sample(exp, "modelmon_events_rejected_total", source="api", reason="overloaded") == 1
+
+
 def test_wrong_method_and_path(start):
     exp = start()
     assert requests.get(url(exp), timeout=5).status_code == 405

@@ -25,6 +25,7 @@ from scipy import stats
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.sources.proxy import JsonPath, PathError
+from servers import require_binary
 
 BIG = bytes(range(256)) * 8192  # 2 MiB, over max_parse_bytes
 
@@ -235,6 +236,11 @@ def test_extracts_features_predictions_and_joins_labels(proxied, upstream):
     assert sample(exp, "modelmon_drift_p_value", model="clf", feature="age", method="ks", window="5m") == pytest.approx(ks.pvalue)
     assert sample(exp, "modelmon_feature_bin_values_total", model="clf", feature="prediction", bin="1") == pred.sum()
     assert sample(exp, "modelmon_proxy_extraction_failures_total", model="clf") == 0
+    # Everything this issue adds (quality, fairness, delay, join, proxy) passes promtool's lint.
+    text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
+    assert "modelmon_label_delay_seconds_bucket" in text and "modelmon_proxy_responses_total" in text
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_mismatched_batch_paths_count_a_failure_but_serve(proxied):

@@ -81,11 +81,16 @@ class Request:
 
 Handler = Callable[[Request], Response]
 
+_BUSY_BODY = b'{"error": "too many connections; retry later"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
 
 class ExporterServer:
     """HTTP server for one exporter process."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool] = lambda: True):
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool] = lambda: True,
+                 max_connections: int = 256):
         self.registry = registry
         self.ready = ready
         self.routes: dict[tuple[str, str], Handler] = {}
@@ -98,6 +103,11 @@ class ExporterServer:
         self.wrap_connection: Callable[[Any], Any] | None = None
         self.authenticate: Callable[[Request], Response | None] | None = None
         self.default_headers: dict[str, str] = {}
+        #: Connections served at once (a thread each).  Beyond it a connection gets a 503 and is
+        #: closed, so a flood of clients cannot grow threads and memory without bound.
+        self._connection_slots = threading.BoundedSemaphore(max_connections)
+        #: Called for each connection refused that way (the ingestion API counts it as overloaded).
+        self.on_shed: Callable[[], None] | None = None
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -106,6 +116,8 @@ class ExporterServer:
             #: Headers and body are two writes: with Nagle on, keep-alive clients
             #: (the ingestion API's) wait ~40 ms for a delayed ACK on every response.
             disable_nagle_algorithm = True
+            #: Idle keep-alive connections (and stalled uploads) give their thread back after this.
+            timeout = 120
 
             def _dispatch(self) -> None:
                 parts = urlsplit(self.path)
@@ -139,6 +151,29 @@ class ExporterServer:
         class _Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not server._connection_slots.acquire(blocking=False):
+                    if server.on_shed is not None:
+                        server.on_shed()
+                    if server.wrap_connection is None:  # under TLS a plain-text answer would be noise
+                        try:
+                            request.sendall(_BUSY)
+                        except OSError:
+                            pass
+                    self.shutdown_request(request)
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    server._connection_slots.release()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    server._connection_slots.release()
 
             def finish_request(self, request: Any, client_address: Any) -> None:
                 if server.wrap_connection is None:

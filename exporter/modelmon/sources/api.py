@@ -690,5 +690,6 @@ def install(exporter: Any) -> None:
         api = IngestAPI(exporter.pipeline, cfg, join, token=token, ready=exporter._ready.is_set,
                         clock=exporter.pipeline.clock)
         api.install(exporter.server)
+        exporter.server.on_shed = lambda: exporter.pipeline.reject("api", "overloaded")
     exporter.ingest_api = api
     exporter.registry.register(IngestCollector(api, join, proxy))
