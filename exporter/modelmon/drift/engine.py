@@ -29,13 +29,12 @@ Cost: binned methods read only the slot counts (O(bins)).  Exact methods
 (KS, Wasserstein, mean/std) need the raw values: each numerical column that
 needs them is sorted once (NaN sort last, so the missing values are cut off
 by the count the window already knows) and the sorted array is shared by
-the methods.  Sorting dominates; the sorts run in a small thread pool
-(``workers``) because numpy releases the GIL while sorting.
+the methods.  Sorting dominates; with ``workers > 1`` the sorts run in a
+small thread pool (numpy releases the GIL while sorting).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,10 +48,11 @@ from . import registry
 from .base import CurrentColumn, DriftMethod, DriftResult
 from .reference import CategoricalProfile, NumericalProfile, ReferenceProfile
 
-#: Worker threads for one computation (1 = no pool).  Two is what the
-#: exporter's target machines have; more gains little since Python glue
-#: between the numpy calls holds the GIL.
-DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+#: Worker threads sorting window columns (1 = no pool).  On 2-core machines
+#: a second thread gains 10-15 % when the cores are idle and nothing when the
+#: process competes with others (the serving threads, other services), so one
+#: thread is the predictable default; ``bench/drift.py`` measures both.
+DEFAULT_WORKERS = 1
 
 
 def default_methods(ftype: str, reference_rows: int, cfg: DriftConfig) -> list[str]:
