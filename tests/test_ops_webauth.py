@@ -21,7 +21,7 @@ import yaml
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.webauth import WebSecurity, effective_web_config, load_web_config_file
-from servers import ServerProcess, free_port, wait_until
+from servers import ServerProcess, free_port, require_binary, wait_until
 
 PASSWORD = "correct horse battery staple"
 #: Cost 4 (bcrypt's minimum) keeps the tests fast; deployments should use 10+.
@@ -146,6 +146,10 @@ def test_tls_and_basic_auth_in_process(tls_exporter: Exporter, certs: Path) -> N
     r = requests.get(url + "/metrics", verify=ca, auth=("alice", PASSWORD), timeout=10)
     failures = [line for line in r.text.splitlines() if line.startswith("modelmon_web_tls_handshake_failures_total ")]
     assert failures and float(failures[0].split()[1]) >= 2
+    # The new families pass the Prometheus linter.
+    own = "\n".join(line for line in r.text.splitlines() if "modelmon_web_" in line) + "\n"
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=own, capture_output=True, text=True)
+    assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
 
 
 def test_mutual_tls(certs: Path) -> None:
