@@ -24,9 +24,26 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 BUILTIN_VARS = {"__rate_interval", "__range"}
 #: Grafana unit ids used here (from Grafana's unit picker).  A typo would show raw numbers.
 KNOWN_UNITS = {"reqps", "eps", "percentunit", "s", "short", "none", "bytes"}
-#: modelmon metrics that have no ``model`` label (docs/metrics.md).
-MODELLESS = {"modelmon_build_info", "modelmon_exporter_start_time_seconds", "modelmon_events_rejected_total",
-             "modelmon_collector_duration_seconds"}
+
+
+def catalogue() -> dict[str, set[str]]:
+    """Metric name -> its labels, from the tables in docs/metrics.md
+    (``| `name` | type | unit | labels | meaning |``; the thresholds table says
+    in prose that its gauges carry ``model``)."""
+    out: dict[str, set[str]] = {}
+    for line in (REPO / "docs" / "metrics.md").read_text().splitlines():
+        m = re.match(r"\|\s*`(modelmon_\w+)`\s*\|(.*)", line)
+        if not m:
+            continue
+        cells = [c.strip() for c in m.group(2).split("|")]
+        if m.group(1).startswith("modelmon_threshold_"):
+            out[m.group(1)] = {"model"}
+        else:
+            out[m.group(1)] = set(re.findall(r"\w+", cells[2]))
+    return out
+
+
+CATALOGUE = catalogue()
 METRIC_RE = re.compile(r"\b((?:modelmon_|process_|scrape_)[a-z0-9_]+|up|ALERTS|[a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b"
                        r"(\{[^}]*\})?(\[[^\]]*\])?")
 RANGE_FN_RE = re.compile(r"\b(rate|irate|increase|delta|idelta|deriv|changes|resets|[a-z]+_over_time)\s*\(")
@@ -152,9 +169,18 @@ def test_query_rules(query: Any) -> None:
         if metric != "ALERTS" and not recorded:
             assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, \
                 f"{where}: {metric} must be filtered by $job and $instance: {expr}"
-        if (metric.startswith("modelmon_") and metric not in MODELLESS) or recorded or metric == "ALERTS":
+        if metric.startswith("modelmon_"):
+            base = re.sub(r"_(bucket|count|sum)$", "", metric)
+            labels = CATALOGUE.get(metric, CATALOGUE.get(base))
+            assert labels is not None, f"{where}: {metric} is not in docs/metrics.md"
+            needs_model = "model" in labels
+        else:
+            needs_model = recorded or metric == "ALERTS"
+        if needs_model:
             assert 'model="$model"' in matchers, f"{where}: {metric} must be filtered by $model: {expr}"
-        if metric.endswith(("_total", "_bucket")):
+        else:
+            assert "model=" not in matchers, f"{where}: {metric} has no model label: {expr}"
+        if metric.endswith(("_total", "_bucket", "_count")):
             assert rng, f"{where}: counter {metric} must be inside rate()/increase(): {expr}"
             before = expr[:m.start()].rstrip()
             assert re.search(r"\b(rate|increase)\($", before), f"{where}: counter {metric} needs rate(): {expr}"

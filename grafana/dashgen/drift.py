@@ -141,11 +141,14 @@ def build() -> Dashboard:
         timeseries(
             "Window sample counts",
             "Non-missing values per feature in the selected window (modelmon_feature_values) and all events in it. "
-            "Below drift.min_samples a feature gets no drift score.",
+            "Dashed red: the values a method needs before it scores (modelmon_drift_min_values); below it the "
+            "feature gets no drift score.",
             COUNT,
             [Target(f'max by (feature) ({sel("modelmon_feature_values", window="$window", feature="=~$feature")})',
                     "{{feature}}"),
-             Target(f'sum({sel("modelmon_window_events", window="$window")})', "all events")],
+             Target(f'sum({sel("modelmon_window_events", window="$window")})', "all events"),
+             Target(f'max({sel("modelmon_drift_min_values", feature="=~$feature")})', "needed for a score",
+                    threshold=True)],
             min=0,
         ),
     ])

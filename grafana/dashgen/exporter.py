@@ -91,6 +91,21 @@ def build() -> Dashboard:
             "Events in windows", "Events held per sliding window (capped at the window's max_events).", COUNT,
             [Target(f'max by (window) ({sel("modelmon_window_events")})', "{{window}} window")], min=0,
         ),
+        timeseries(
+            "Label join buffer", "Events with an id waiting for their label (modelmon_label_join_pending_events). "
+                                 "Dashed red: the buffer's cap (ingest.label_join_max_events); at the cap the "
+                                 "oldest are pushed out unlabelled.", COUNT,
+            [Target(f'sum({sel("modelmon_label_join_pending_events", model=False)})', "pending"),
+             Target(f'sum({sel("modelmon_label_join_capacity_events", model=False)})', "capacity", threshold=True)],
+            min=0,
+        ),
+        timeseries(
+            "Events expired unlabelled", "Events per second that left the join buffer without a label: past "
+                                         "ingest.label_join_horizon, or pushed out when full. Their labels, if they "
+                                         "come, are refused as unknown_id.", EPS,
+            [Target(f'sum({rate(sel("modelmon_label_join_expired_events_total", model=False))})', "expired")],
+            min=0,
+        ),
     ])
     process = Row("Process", [
         timeseries(

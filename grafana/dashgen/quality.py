@@ -17,6 +17,8 @@ from .common import (
 from .model import Dashboard, Row, Step, Target
 
 NO_LABELS = "No labelled predictions yet"
+# The 60 s bucket; "60.0" from this exporter, "60" once Prometheus 3 normalises `le`.
+WITHIN_MINUTE = sel("modelmon_label_delay_seconds_bucket", le="=~60|60.0")
 
 
 def _w(metric: str, **labels: str) -> str:
@@ -40,8 +42,11 @@ def build() -> Dashboard:
         stat("Labelled in window", "Labelled predictions in the window (by label arrival time); quality alerts wait "
                                    "for modelmon_threshold_min_labelled_events of them.", COUNT,
              [Target(f'sum({_w("modelmon_window_labelled_events")})', "labelled")]),
-        stat("Label delay p95", "95th percentile time from prediction to its label (labels sent later and joined "
-                                "by id).", SECONDS, [Target(_delay(0.95), "p95")], no_value="No late labels"),
+        stat("Labels within 1 minute", "Share of labels that arrived within 60 s of their prediction (those sent "
+                                       "with the prediction count as 0 s), from modelmon_label_delay_seconds.", RATIO,
+             [Target(f"sum({rate(WITHIN_MINUTE)}) / sum({rate(sel('modelmon_label_delay_seconds_count'))})",
+                     "within 1 min")],
+             no_value=NO_LABELS),
         stat("Demographic parity difference", "Largest difference in positive-prediction rate between groups.", RATIO,
              [Target(f'max({_w("modelmon_fairness_demographic_parity_difference")})', "parity")]),
         stat("Equal opportunity difference", "Largest difference in true-positive rate between groups.", RATIO,
@@ -94,8 +99,9 @@ def build() -> Dashboard:
         ),
         timeseries(
             "Label delay",
-            "Time from prediction to label (modelmon_label_delay_seconds histogram) for labels joined later: "
-            "p50, p95 and p99 over the rate interval.",
+            "Time from prediction to label (modelmon_label_delay_seconds), p50, p95 and p99 over the rate "
+            "interval. Labels sent with the prediction count as 0 s. Resolution is the bucket (1 s, 5 s, 15 s, 1 min, "
+            "... 7 d): a quantile inside the first bucket reads up to 1 s even when every delay was 0.",
             SECONDS,
             [Target(_delay(0.5), "p50"), Target(_delay(0.95), "p95"), Target(_delay(0.99), "p99")],
             width=8, min=0, no_value="No late labels",
@@ -134,10 +140,17 @@ def build() -> Dashboard:
             RATIO,
             [Target(f'max by (group) ({_w("modelmon_fairness_positive_prediction_ratio")})', instant=True, table=True),
              Target(f'max by (group) ({_w("modelmon_fairness_group_accuracy_ratio")})', instant=True, table=True),
-             Target(f'max by (group) ({_w("modelmon_fairness_true_positive_ratio")})', instant=True, table=True)],
+             Target(f'max by (group) ({_w("modelmon_fairness_true_positive_ratio")})', instant=True, table=True),
+             Target(f'max by (group) ({_w("modelmon_fairness_disparate_impact_ratio")})', instant=True, table=True),
+             Target(f'max by (group) ({_w("modelmon_fairness_group_labelled_events")})', instant=True, table=True)],
             width=12, transformations=[MERGE, organize(LABEL_COLUMNS, {
-                "Value #A": "positive rate", "Value #B": "accuracy", "Value #C": "true-positive rate"})],
+                "Value #A": "positive rate", "Value #B": "accuracy", "Value #C": "true-positive rate",
+                "Value #D": "disparate impact", "Value #E": "labelled"})],
             decimals=3,
+            overrides=[{"matcher": {"id": "byName", "options": "labelled"},
+                        "properties": [{"id": "unit", "value": COUNT}, {"id": "decimals", "value": 0}]},
+                       {"matcher": {"id": "byName", "options": "disparate impact"},
+                        "properties": [{"id": "unit", "value": PLAIN}]}],
         ),
         timeseries(
             "Fairness differences",
@@ -147,6 +160,14 @@ def build() -> Dashboard:
             [Target(f'max({_w("modelmon_fairness_demographic_parity_difference")})', "demographic parity"),
              Target(f'max({_w("modelmon_fairness_equal_opportunity_difference")})', "equal opportunity")],
             width=12, min=0, steps=[Step("green"), Step("orange", 0.1)],
+        ),
+        timeseries(
+            "Disparate impact by group",
+            "Positive-prediction rate of each group divided by that of the reference group "
+            "(fairness.reference_group). Dashed: 0.8, the four-fifths rule; below it the group is selected "
+            "markedly less often.",
+            PLAIN, [Target(f'max by (group) ({_w("modelmon_fairness_disparate_impact_ratio")})', "{{group}}")],
+            width=24, min=0, steps=[Step("orange"), Step("green", 0.8)],
         ),
     ])
     return Dashboard(
