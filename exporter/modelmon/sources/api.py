@@ -14,7 +14,8 @@ when nothing was (the first item's problem is the message), 404 when every
 item names an unknown model (policy ``reject``), 401 without the configured
 bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for an
 unsupported ``Content-Encoding``, 429 when ``ingest.max_concurrent_requests``
-are already being processed, 503 while the exporter starts or stops.  Every
+are already being processed, 503 while the exporter starts or stops (and,
+from the web server, when too many connections are open).  Every
 refusal is counted in ``modelmon_events_rejected_total{source,reason}``:
 per item for item problems, once per request for request-level ones.
 
