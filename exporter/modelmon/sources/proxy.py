@@ -326,6 +326,10 @@ class ProxySource:
                 events = events[: max(room, 0)]
             self._queue.extend(events)
 
+    def _count_failure(self) -> None:
+        with self._qlock:
+            self.extraction_failures += 1
+
     def _flusher(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
@@ -345,7 +349,7 @@ class ProxySource:
             try:
                 b.add(ev, now, False)
             except ItemError:  # a value the extraction let through: keep the serving part
-                self.extraction_failures += 1
+                self._count_failure()
                 b.add({k: ev[k] for k in ("model", "version", "timestamp", "latency_seconds", "error") if k in ev}, now, False)
         self.pipeline.submit(b.batch())
         return len(b)
@@ -379,13 +383,13 @@ class ProxySource:
         try:
             columns = self._extract(req_body if req_json_ok else None, resp_body if not error else None)
         except (ValueError, PathError):
-            self.extraction_failures += 1
+            self._count_failure()
             return [base]
         n = max((len(v) for v in columns.values() if isinstance(v, list)), default=1)
         if n == 0:
             return [base]
         if any(isinstance(v, list) and len(v) != n for v in columns.values()):
-            self.extraction_failures += 1
+            self._count_failure()
             return [base]
         events = []
         for i in range(n):
