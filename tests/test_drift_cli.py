@@ -253,3 +253,21 @@ def test_exporter_exposes_the_same_numbers_as_the_batch_command(tmp_path: Path, 
     assert (b"modelmon_drift_p_value{" in body) == (ref_rows <= 1000) and b"modelmon_feature_bin_values_total{" in body
     lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
+
+
+def test_reference_decides_column_types(tmp_path: Path, capsys) -> None:
+    """A stray non-numeric value in the current file is a missing value of a
+    numerical feature (as in the exporter), not a reason to treat it as
+    categorical."""
+    rng = np.random.default_rng(9)
+    ref = {"x": [float(v) for v in rng.normal(size=200)]}
+    cur = {"x": [float(v) for v in rng.normal(size=100)]}
+    cur["x"][7] = "oops"
+    write_csv(tmp_path / "ref.csv", ref)
+    write_csv(tmp_path / "cur.csv", cur)
+    code, doc, _ = run_cli(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"))
+    assert code == 0
+    x = doc["features"]["x"]
+    assert (x["type"], x["values"], x["missing_ratio"]) == ("numerical", 99, 0.01)
+    present = np.array([v for v in cur["x"] if isinstance(v, float)])
+    assert x["statistic"] == pytest.approx(stats.ks_2samp(present, np.array(ref["x"])).statistic, abs=1e-12)

@@ -49,11 +49,17 @@ def is_numeric_column(values: Sequence[Any]) -> bool:
 
 
 def infer_features(ref: Mapping[str, Sequence[Any]], cur: Mapping[str, Sequence[Any]]) -> list[FeatureConfig]:
-    """Features for the columns both tables share, in the reference's order."""
+    """Features for the columns both tables share, in the reference's order.
+
+    The reference decides the type (the current table when the reference
+    column is empty): a stray non-numeric value in the current data is then
+    counted as missing, as the exporter counts it, instead of turning a
+    numerical feature into a categorical one."""
     out = []
     for name in ref:
         if name in cur:
-            numeric = is_numeric_column(ref[name]) and is_numeric_column(cur[name])
+            has_ref = any(v is not None and v != "" for v in ref[name])
+            numeric = is_numeric_column(ref[name] if has_ref else cur[name])
             out.append(FeatureConfig(name=name, type="numerical" if numeric else "categorical"))
     return out
 

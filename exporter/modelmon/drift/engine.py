@@ -266,8 +266,9 @@ class DriftEngine:
 
     def _feature(self, plan: FeaturePlan, size: int, columns: dict[str, np.ndarray], counts: dict[str, np.ndarray],
                  pending: Any = None) -> FeatureReport:
-        """One feature's report; ``pending`` is its sorted values (a future, or
-        the ``(raw, n)`` pair to sort here)."""
+        """One feature's report; ``pending`` is its sorted values to come (a
+        future from the pool, or the arguments of :func:`_sorted_present` to
+        sort here), None when no method will read values."""
         prof = plan.profile
         if plan.type == "numerical":
             slot_counts = counts["num_bin"][plan.row, : prof.slots]
