@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -244,21 +245,20 @@ def _order_statistics(sorted_values: np.ndarray, k: int) -> np.ndarray:
 def build_categorical(
     name: str, values: Sequence[Any], categories: Sequence[str] | None = None, top_k: int = 20
 ) -> CategoricalProfile:
-    raw = [None if (v is None or v == "" or (isinstance(v, float) and math.isnan(v))) else str(v) for v in values]
-    present = [v for v in raw if v is not None]
-    if not present:
+    """Category frequencies: the configured ``categories``, or the ``top_k``
+    most frequent (ties broken by name), the rest counted as ``__other__``.
+    Values are compared as strings; None, "" and NaN are missing."""
+    freq = Counter(None if (v is None or v == "" or (isinstance(v, float) and math.isnan(v))) else str(v) for v in values)
+    missing = freq.pop(None, 0)
+    n = sum(freq.values())
+    if not n:
         raise ValueError(f"feature {name!r}: no values in the reference data")
     if not categories:
-        uniq, cnt = np.unique(np.array(present, dtype=object), return_counts=True)
-        order = sorted(range(len(uniq)), key=lambda i: (-cnt[i], str(uniq[i])))[:top_k]
-        categories = sorted(str(uniq[i]) for i in order)
-    prof = CategoricalProfile(
-        name=name, categories=list(categories), counts=np.zeros(len(categories) + 1, dtype=np.int64),
-        n=len(present), missing=len(raw) - len(present),
-    )
-    codes = prof.codes(present)
-    prof.counts = np.bincount(codes, minlength=prof.slots).astype(np.int64)
-    return prof
+        ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        categories = sorted(c for c, _ in ranked)
+    kept = [int(freq.get(str(c), 0)) for c in categories]
+    counts = np.array(kept + [n - sum(kept)], dtype=np.int64)
+    return CategoricalProfile(name=name, categories=list(categories), counts=counts, n=n, missing=missing)
 
 
 def build_profile(
