@@ -29,12 +29,14 @@ import hmac
 import json
 import logging
 import math
+import operator
 import os
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, Callable
 
 import numpy as np
@@ -243,6 +245,139 @@ class _TooLarge(Exception):
 
 
 _FLOATISH = frozenset({float, int})
+_NONE = type(None)
+_STR_OR_NONE = frozenset({str, _NONE})
+_NUM_OR_NONE = frozenset({float, int, _NONE})
+_CLASS_TYPES = frozenset({str, int, bool, _NONE})
+
+
+class _NotPlain(Exception):
+    """A batch the column-wise path does not take (it goes item by item)."""
+
+
+def _getter(names: list[str]) -> Callable[[dict], tuple]:
+    if len(names) == 1:
+        name = names[0]
+        return lambda d: (d[name],)
+    return operator.itemgetter(*names)
+
+
+class _Columns:
+    """Column-wise validation of a batch of one model (see :meth:`_Builder.add_all`)."""
+
+    def __init__(self, items: list[dict], now: float, b: "_Builder"):
+        n = len(items)
+        self.versions = [v if v is not None else "" for v in self._strings(items, "version")]
+        self.ids = self._strings(items, "id")
+        ts = self._numbers(items, "timestamp", non_negative=True)
+        self.timestamps = [now if t is None else t for t in ts]
+        self.latency = self._numbers(items, "latency_seconds", non_negative=True)
+        errors = [ev.get("error") for ev in items]
+        kinds = set(map(type, errors))
+        if kinds == {_NONE}:
+            self.errors = errors
+        elif kinds <= {str, bool, _NONE}:
+            self.errors = [("error" if e else None) if type(e) is bool else e for e in errors]
+            self._check_lengths(e for e in self.errors if e is not None)
+        else:
+            raise _NotPlain
+        if b.classification:
+            self.predictions = self._classes(items, "prediction")
+            self.labels = self._classes(items, "label")
+        else:
+            self.predictions = self._numbers(items, "prediction")
+            self.labels = self._numbers(items, "label")
+        if any(["probabilities" in ev for ev in items]):
+            raise _NotPlain
+        self.scores = self._numbers(items, "score")
+        attrs = [ev.get("attributes") for ev in items]
+        if not set(map(type, attrs)) <= {dict, _NONE}:
+            raise _NotPlain
+        groups: list[Any] = [None] * n
+        if b.attr:
+            groups = [a.get(b.attr) if a is not None else None for a in attrs]
+            if not set(map(type, groups)) <= _STR_OR_NONE:
+                raise _NotPlain
+            self._check_lengths(g for g in groups if g is not None)
+        feats = [ev.get("features") for ev in items]
+        names = b.names
+        if not names:  # a model without features: none may be sent (unknown ones are counted item by item)
+            if not all([f is None or (type(f) is dict and not f) for f in feats]):
+                raise _NotPlain
+        elif not all([type(f) is dict and f.keys() == names for f in feats]):
+            raise _NotPlain
+        self.num_arr = None
+        self.num_rows: list[tuple] = [()] * n
+        if b.num_names:
+            self.num_rows = list(map(_getter(b.num_names), feats))
+            if not set(map(type, chain.from_iterable(self.num_rows))) <= _FLOATISH:
+                raise _NotPlain
+            try:
+                self.num_arr = np.array(self.num_rows, dtype=np.float64).reshape(n, len(b.num_names))
+            except OverflowError:
+                raise _NotPlain from None
+            if not np.isfinite(self.num_arr).all():
+                raise _NotPlain
+        self.cat_rows: list[tuple] = [()] * n
+        if b.cat_names:
+            self.cat_rows = list(map(_getter(b.cat_names), feats))
+            if not set(map(type, chain.from_iterable(self.cat_rows))) <= {str}:
+                raise _NotPlain
+            self._check_lengths(chain.from_iterable(self.cat_rows))
+        if b.attr and b.attr in names:
+            if b.attr not in b.cat_names:
+                raise _NotPlain
+            groups = [g if g is not None else f[b.attr] for g, f in zip(groups, feats)]
+        self.groups = groups
+
+    @staticmethod
+    def _check_lengths(strings: Any) -> None:
+        if max(map(len, strings), default=0) > MAX_STRING:
+            raise _NotPlain
+
+    def _strings(self, items: list[dict], key: str) -> list[Any]:
+        col = [ev.get(key) for ev in items]
+        if not set(map(type, col)) <= _STR_OR_NONE:
+            raise _NotPlain
+        self._check_lengths(v for v in col if v is not None)
+        return col
+
+    @staticmethod
+    def _finite(values: list[Any]) -> np.ndarray:
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except OverflowError:
+            raise _NotPlain from None
+        if not np.isfinite(arr).all():
+            raise _NotPlain
+        return arr
+
+    def _numbers(self, items: list[dict], key: str, non_negative: bool = False) -> list[Any]:
+        col = [ev.get(key) for ev in items]
+        kinds = set(map(type, col))
+        if kinds == {_NONE}:
+            return col
+        if not kinds <= _NUM_OR_NONE:
+            raise _NotPlain
+        present = [v for v in col if v is not None] if _NONE in kinds else col
+        arr = self._finite(present)
+        if non_negative and (arr < 0).any():
+            raise _NotPlain
+        if int in kinds:
+            return [None if v is None else float(v) for v in col]
+        return col
+
+    def _classes(self, items: list[dict], key: str) -> list[Any]:
+        col = [ev.get(key) for ev in items]
+        kinds = set(map(type, col))
+        if not kinds <= _CLASS_TYPES:
+            raise _NotPlain
+        if kinds <= _STR_OR_NONE:
+            self._check_lengths(v for v in col if v is not None)
+            return col
+        if str in kinds:
+            self._check_lengths(v for v in col if type(v) is str)
+        return [v if v is None or type(v) is str else ("1" if v else "0") if type(v) is bool else str(v) for v in col]
 
 
 class _Builder:
@@ -278,6 +413,7 @@ class _Builder:
         self.classification = model.task == "classification"
         self.attr = model.fairness.attribute
         self.positive = model.positive_class
+        self._num_arr: np.ndarray | None = None  # set by add_all
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -315,7 +451,7 @@ class _Builder:
                 err = _short_string(err, "error")
         if self.classification:
             pred = get("prediction")
-            if type(pred) is not str:
+            if type(pred) is not str or len(pred) > MAX_STRING:
                 pred = canonical_class(pred, "prediction")
             label = get("label")
             if label is not None:
@@ -358,6 +494,34 @@ class _Builder:
         self.group_attr.append(group)
         if group is not None:
             self.has_group = True
+
+    def add_all(self, items: list[dict], now: float) -> bool:
+        """Validate and append a whole batch column by column, or return False
+        without changing anything (then :meth:`add` goes item by item and names
+        each problem).
+
+        Only the plainest form of every field is accepted here, so whatever
+        passes would pass :meth:`add` with the same result (the tests compare
+        both); ``None`` for a feature, ISO timestamps, ``probabilities``,
+        unknown features and the like take the item-by-item path.
+        """
+        if self.timestamps or not items:
+            return False
+        n = len(items)
+        if not all([ev.keys() <= EVENT_FIELDS for ev in items]):
+            return False
+        try:
+            cols = _Columns(items, now, self)
+        except _NotPlain:
+            return False
+        self.timestamps, self.versions, self.ids = cols.timestamps, cols.versions, cols.ids
+        self.latency, self.errors, self.scores = cols.latency, cols.errors, cols.scores
+        self.predictions, self.labels = cols.predictions, cols.labels
+        self.num_rows, self.cat_rows, self._num_arr = cols.num_rows, cols.cat_rows, cols.num_arr
+        self.group_attr = cols.groups
+        self.has_group = any(g is not None for g in cols.groups)
+        assert len(self.timestamps) == n
+        return True
 
     def _score_from(self, probs: Any) -> float | None:
         if type(probs) is not dict:
@@ -408,7 +572,9 @@ class _Builder:
     def batch(self) -> EventBatch:
         features: dict[str, Any] = {}
         if self.num_names:
-            arr = np.array(self.num_rows, dtype=np.float64).reshape(len(self), len(self.num_names))
+            arr = self._num_arr
+            if arr is None:
+                arr = np.array(self.num_rows, dtype=np.float64).reshape(len(self), len(self.num_names))
             for j, name in enumerate(self.num_names):
                 features[name] = np.ascontiguousarray(arr[:, j])
         if self.cat_names:
@@ -562,6 +728,15 @@ class IngestAPI:
         models = {m.name: m for m in self.cfg.models}
         reject_unknown = self.ing.unknown_feature == "reject"
         now = self.clock()
+        if items and set(map(type, items)) == {dict}:  # fast path: one known model, plain values
+            names = {ev.get("model") for ev in items}
+            name = names.pop() if len(names) == 1 else None
+            if type(name) is str and name in models:
+                b = _Builder(models[name], source)
+                if b.add_all(items, now):
+                    self.pipeline.submit(b.batch())
+                    res.accepted = len(b)
+                    return res
         for index, ev in enumerate(items):
             if type(ev) is not dict:
                 msg = str(ev) if isinstance(ev, BodyError) else "must be a JSON object"
