@@ -4,6 +4,7 @@ always equal a brute-force recount of the live rows."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from modelmon.windows import ColumnSpec, TimeWindow
 
@@ -22,8 +23,8 @@ def test_evicts_by_time() -> None:
     assert len(w) == 0 and w.counts("code").sum() == 0
 
 
-def test_capacity_keeps_most_recent_rows() -> None:
-    w = TimeWindow("1h", 3600, 4, SPECS)
+def test_capacity_keeps_most_recent_rows_without_sampling() -> None:
+    w = TimeWindow("1h", 3600, 4, SPECS, sampling=False)
     for t in range(10):
         w.append(float(t), {"x": np.full((2, 1), float(t)), "code": np.full((2, 1), t % 5, dtype=np.int16)})
     snap = w.snapshot()
@@ -57,3 +58,34 @@ def test_missing_columns_are_filled() -> None:
     w = TimeWindow("1m", 60, 10, SPECS)
     w.append(1.0, {"code": np.zeros((2, 3), dtype=np.int16)})
     assert np.isnan(w.snapshot().columns["x"]).all()
+
+
+def test_sampling_spreads_the_sample_over_the_whole_duration() -> None:
+    """1000 rows/s into a 10-minute window capped at 20k rows: the rows held
+    must span the whole 10 minutes (not the last 20 s), stay under the cap,
+    and estimate the 600k arrivals."""
+    w = TimeWindow("10m", 600, 20_000, SPECS, seed=1)
+    rng = np.random.default_rng(0)
+    now = 0.0
+    for _ in range(1200):  # 20 minutes of 0.5 s ticks with 500 rows each
+        codes = rng.integers(0, 5, size=(2, 500)).astype(np.int16)
+        w.append(now, {"x": rng.normal(size=(2, 500)), "code": codes}, now=now)
+        now += 0.5
+    snap = w.snapshot(now=now)
+    assert 15_000 < snap.size <= 20_000
+    assert snap.ts.min() < now - 570  # covers the window's start...
+    assert snap.ts.max() >= now - 1  # ...and its end
+    # Uniform over time: about half the rows in each half of the window.
+    assert abs(np.mean(snap.ts < now - 300) - 0.5) < 0.05
+    assert w.estimated_count() == pytest.approx(600 * 1000, rel=0.05)
+    # Running counts still match a recount of the rows held.
+    for row in range(2):
+        assert snap.counts["code"][row].tolist() == np.bincount(snap.columns["code"][row], minlength=5).tolist()
+
+
+def test_no_sampling_below_capacity() -> None:
+    w = TimeWindow("1m", 60, 10_000, SPECS, seed=1)
+    for t in range(120):
+        w.append(float(t), {"code": np.zeros((2, 50), dtype=np.int16)}, now=float(t))
+    assert len(w) == 50 * 61  # every row at most 60 s old (t = 59..119) kept
+    assert w.estimated_count() == 3050

@@ -268,6 +268,7 @@ class ModelMonitor:
 
     # ------------------------------------------------------------------- reads
     def window_sizes(self) -> dict[str, int]:
+        """Rows held per feature window: the sample drift is computed on."""
         now = self.clock()
         out = {}
         for name, w in self.windows.items():
@@ -276,6 +277,7 @@ class ModelMonitor:
         return out
 
     def labelled_sizes(self) -> dict[str, int]:
+        """Rows held per labelled window: the sample quality is computed on."""
         now = self.clock()
         out = {}
         for name, w in self.labelled.items():
@@ -283,10 +285,16 @@ class ModelMonitor:
             out[name] = len(w)
         return out
 
-    def error_counts(self, window: str) -> tuple[int, int]:
-        """(events, errors) in a window."""
-        c = self.windows[window].counts("error", now=self.clock())
-        return int(c.sum()), int(c[0, 1])
+    def label_coverage(self) -> dict[str, float]:
+        """Labelled / served predictions per window, from the windows' arrival
+        estimates (both windows may sample at different rates under load)."""
+        now = self.clock()
+        out = {}
+        for name, w in self.windows.items():
+            events = w.estimated_count(now)
+            if events > 0:
+                out[name] = min(1.0, self.labelled[name].estimated_count(now) / events)
+        return out
 
     def drift(self, window: str) -> DriftReport | None:
         """The cached drift report of a window, recomputed when stale."""

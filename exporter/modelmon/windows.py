@@ -2,9 +2,19 @@
 
 A :class:`TimeWindow` is a ring buffer of rows ordered by arrival time with
 named numpy columns.  Rows leave the window when they are older than its
-duration, or when more than ``capacity`` rows arrived within it (then the most
-recent ``capacity`` rows are kept).  Memory is therefore fixed at start-up:
-``capacity x columns``, whatever the traffic.
+duration.  Memory is fixed at start-up: ``capacity x columns``, whatever the
+traffic.
+
+When traffic would put more than ``capacity`` rows into one window duration
+(1000 req/s is 3.6 million rows an hour), the window *samples*: each arriving
+row is admitted with probability ``p = 0.95 * capacity / (rate * duration)``,
+where ``rate`` is the arrival rate measured over the recent past.  The rows
+held are then a random sample spread over the whole duration, so a "1h"
+window really describes the last hour and not only its last minutes.  Each
+row remembers ``1/p`` so :meth:`TimeWindow.estimated_count` still estimates
+how many rows *arrived* in the window (a Horvitz-Thompson sum).  If the rate
+jumps faster than the estimate follows, the ring overwrites its oldest rows:
+the cap holds in every case.
 
 *Counted* columns hold small integer codes (a reference bin, a category, an
 error flag); the window keeps their per-code counts up to date as rows enter
@@ -20,6 +30,7 @@ minutes", the same thing Prometheus's ``rate()`` looks at.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -43,13 +54,23 @@ class ColumnSpec:
 class TimeWindow:
     """A bounded, time-ordered ring of rows.  Thread-safe."""
 
-    def __init__(self, name: str, duration: float, capacity: int, columns: Mapping[str, ColumnSpec]):
+    #: Share of the capacity the sampler aims at, leaving room for rate jumps.
+    TARGET_FILL = 0.95
+
+    def __init__(self, name: str, duration: float, capacity: int, columns: Mapping[str, ColumnSpec],
+                 sampling: bool = True, seed: int | None = None):
         self.name = name
+        self.sampling = sampling
+        self._rng = np.random.default_rng(seed)
+        self._arrivals = 0
+        #: (time, arrivals so far) checkpoints over about one window duration.
+        self._checkpoints: deque[tuple[float, int]] = deque()
         self.duration = float(duration)
         self.capacity = int(capacity)
         self.specs = dict(columns)
         self._lock = threading.Lock()
         self._ts = np.zeros(self.capacity, dtype=np.float64)
+        self._weight = np.ones(self.capacity, dtype=np.float64)
         self._cols = {
             k: np.full((s.width, self.capacity), s.fill, dtype=s.dtype) for k, s in self.specs.items()
         }
@@ -66,6 +87,17 @@ class TimeWindow:
         if n == 0:
             return
         with self._lock:
+            t = float(ts_arr[-1]) if now is None else now
+            p = self._admission(t, n)
+            if p < 1.0:
+                keep = self._rng.random(n) < p
+                ts_arr = ts_arr[keep]
+                cols = {k: v[:, keep] for k, v in cols.items()}
+                n = int(keep.sum())
+                if n == 0:
+                    if now is not None:
+                        self._evict(now)
+                    return
             if n >= self.capacity:
                 # Only the newest `capacity` rows can survive.
                 ts_arr = ts_arr[-self.capacity :]
@@ -79,8 +111,10 @@ class TimeWindow:
             end = (self._start + self._size) % self.capacity
             first = min(n, self.capacity - end)
             self._ts[end : end + first] = ts_arr[:first]
+            self._weight[end : end + first] = 1.0 / p
             if first < n:
                 self._ts[: n - first] = ts_arr[first:]
+                self._weight[: n - first] = 1.0 / p
             for k, arr in self._cols.items():
                 src = cols.get(k)
                 if src is None:
@@ -93,6 +127,24 @@ class TimeWindow:
             self._size += n
             if now is not None:
                 self._evict(now)
+
+    def _admission(self, now: float, n: int) -> float:
+        """Probability of admitting each of ``n`` rows arriving at ``now``."""
+        if not self.sampling:
+            return 1.0
+        cps = self._checkpoints
+        if not cps or now - cps[-1][0] >= self.duration / 20:
+            cps.append((now, self._arrivals))
+        while len(cps) > 2 and now - cps[1][0] >= self.duration:
+            cps.popleft()
+        t0, a0 = cps[0]
+        self._arrivals += n
+        span = now - t0
+        if span < min(1.0, self.duration):
+            return 1.0  # too young to know the rate
+        rate = (self._arrivals - a0) / span
+        expected = rate * self.duration
+        return 1.0 if expected <= 0 else min(1.0, self.TARGET_FILL * self.capacity / expected)
 
     def evict(self, now: float) -> None:
         """Drop rows older than ``now - duration``."""
@@ -141,6 +193,13 @@ class TimeWindow:
     # ------------------------------------------------------------------- reads
     def __len__(self) -> int:
         return self._size
+
+    def estimated_count(self, now: float | None = None) -> float:
+        """Estimated rows that arrived within the window (equals ``len`` while not sampling)."""
+        with self._lock:
+            if now is not None:
+                self._evict(now)
+            return float(self._ordered(self._weight).sum()) if self._size else 0.0
 
     def snapshot(self, now: float | None = None, columns: tuple[str, ...] | None = None) -> "WindowSnapshot":
         """A consistent copy of the live rows (oldest first) and their counts."""

@@ -41,11 +41,11 @@ class QualityCollector:
             "modelmon_correct_predictions", "Labelled predictions that were correct (classification).", labels=["model"]
         )
         labelled = GaugeMetricFamily(
-            "modelmon_window_labelled_events", "Labelled predictions in the sliding window (labels arrived within it).",
+            "modelmon_window_labelled_events", "Labelled predictions held in the sliding window (labels arrived within it; sampled like the event window).",
             labels=["model", "window"],
         )
         coverage = GaugeMetricFamily(
-            "modelmon_label_coverage_ratio", "Labelled predictions / predictions in the window (capped at 1).",
+            "modelmon_label_coverage_ratio", "Labelled predictions / predictions that arrived in the window (capped at 1).",
             labels=["model", "window"],
         )
         gauges = {k: GaugeMetricFamily(name, doc, labels=["model", "window"]) for k, (name, doc) in QUALITY_GAUGES.items()}
@@ -92,12 +92,11 @@ class QualityCollector:
             )
             if mon.cfg.task == "classification":
                 correct_total.add_metric([name], mon.correct_total)
-            sizes = mon.window_sizes()
+            cov = mon.label_coverage()
             for window, n in mon.labelled_sizes().items():
                 labelled.add_metric([name, window], n)
-                events = sizes.get(window, 0)
-                if events:
-                    coverage.add_metric([name, window], min(1.0, n / events))
+                if window in cov:
+                    coverage.add_metric([name, window], cov[window])
                 rep = mon.quality(window)
                 for key, fam in gauges.items():
                     value = getattr(rep, key)

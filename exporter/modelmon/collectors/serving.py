@@ -42,7 +42,11 @@ class ServingCollector:
             "modelmon_model_version_first_seen_timestamp_seconds",
             "When the exporter first saw a version serve traffic (a deploy marker).", labels=["model", "version"],
         )
-        events = GaugeMetricFamily("modelmon_window_events", "Events currently in the sliding window.", labels=["model", "window"])
+        events = GaugeMetricFamily(
+            "modelmon_window_events",
+            "Events held in the sliding window: all of them, or a uniform sample of at most max_events under heavy traffic.",
+            labels=["model", "window"],
+        )
         now = self.pipeline.clock()
         shortest = min(w.duration_seconds for w in self.pipeline.config.windows)
         for name, mon in self.pipeline.monitors.items():
