@@ -53,8 +53,11 @@ class HealthCollector:
         with self.pipeline._lock:
             acc = dict(self.pipeline.accepted)
             rej = dict(self.pipeline.rejected)
+        sim = self.pipeline.config.simulator
         for name in self.pipeline.monitors:
-            acc.setdefault((name, "simulator" if self.pipeline.config.simulator.enabled else "api"), 0)
+            # Export 0 before the first event so rate() and absent() work from the start.
+            if not any(model == name for model, _ in acc):
+                acc[(name, "simulator" if sim.enabled and name == sim.model else "api")] = 0
         for (model, source), n in sorted(acc.items()):
             accepted.add_metric([model, source], n)
         for (source, reason), n in sorted(rej.items()):
