@@ -190,7 +190,9 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         })
         # increase() needs two samples per series; drift needs min_samples values in the window.
         prom.wait_for("count_over_time(modelmon_requests_total[1m]) >= 3", timeout=40, check=lambda r: len(r) == 3)
-        prom.wait_for("modelmon_dataset_drifted_features_ratio", timeout=20, check=lambda r: len(r) == 6)
+        # The 5m window reaches the drift minimum first; the 1h window samples
+        # (720k arrivals an hour > max_events) and fills more slowly.
+        prom.wait_for('modelmon_dataset_drifted_features_ratio{window="5m"}', timeout=30, check=lambda r: len(r) == 3)
         yield {"url": prom.url, "dir": d, "prom": prom}
     finally:
         stop.set()
