@@ -86,8 +86,8 @@ def test_accuracy_and_window_counts() -> None:
     get = reg.get_sample_value
     assert get("modelmon_window_events", {"model": "m", "window": "1m"}) == 40
     assert get("modelmon_quality_accuracy_ratio", {"model": "m", "window": "1m"}) == pytest.approx(0.5)
-    assert get("modelmon_labelled_events_total", {"model": "m"}) == 40
-    assert get("modelmon_correct_predictions_total", {"model": "m"}) == 20
+    assert get("modelmon_labelled_events_total", {"model": "m", "version": "v1"}) == 40
+    assert get("modelmon_correct_predictions_total", {"model": "m", "version": "v1"}) == 20
     clock.t += 61  # everything leaves the 1m window; counters stay
     assert get("modelmon_window_events", {"model": "m", "window": "1m"}) == 0
     assert get("modelmon_quality_accuracy_ratio", {"model": "m", "window": "1m"}) is None
@@ -148,3 +148,25 @@ def test_rejections_counted_with_fixed_reasons() -> None:
     assert reg.get_sample_value("modelmon_events_rejected_total", {"source": "api", "reason": "unknown_model"}) == 1
     with pytest.raises(ValueError):
         pipeline.reject("api", "because I said so")
+
+
+def test_quality_counters_split_by_version_for_canary_analysis() -> None:
+    pipeline, reg, _ = make()
+    pipeline.submit_events(events(20, version="stable"))  # all correct
+    pipeline.submit_events(events(10, version="canary", label_ok=False))  # 5 of 10 wrong
+    get = reg.get_sample_value
+    assert get("modelmon_labelled_events_total", {"model": "m", "version": "stable"}) == 20
+    assert get("modelmon_correct_predictions_total", {"model": "m", "version": "stable"}) == 20
+    assert get("modelmon_labelled_events_total", {"model": "m", "version": "canary"}) == 10
+    assert get("modelmon_correct_predictions_total", {"model": "m", "version": "canary"}) == 5
+
+
+def test_labelled_counter_is_zero_before_the_first_label() -> None:
+    """A model whose labels never arrive must show 0 labelled, not nothing,
+    so the label-coverage alert can fire."""
+    pipeline, reg, _ = make()
+    evs = events(5)
+    for e in evs:
+        e.label = None
+    pipeline.submit_events(evs)
+    assert reg.get_sample_value("modelmon_labelled_events_total", {"model": "m", "version": "v1"}) == 0

@@ -236,3 +236,15 @@ def test_regression_labels_mae_rmse(late):
     assert post(exp, "/api/v1/events", [{"model": "price", "id": "q", "prediction": 1.0}]).status_code == 200
     r = post(exp, "/api/v1/labels", [{"id": "q", "label": "three"}])
     assert r.status_code == 400 and r.json()["error"] == "item 0: label: must be a number"
+
+
+def test_late_labels_are_counted_for_the_version_that_made_the_prediction() -> None:
+    pipe, join, _ = join_pipeline(max_events=50)
+    b = batch(["a", "b", "c", "d"])
+    b.versions = ["1.0", "2.0", "2.0", "2.0"]
+    b.predictions = ["1", "1", "0", "1"]
+    pipe.submit(b)
+    join.join(["a", "b", "c", "d"], ["1", "1", "1", "1"])  # 1.0: 1/1 right; 2.0: 2/3 right
+    counts = pipe.monitors["m"].quality_counts
+    assert counts["1.0"] == [1, 1]
+    assert counts["2.0"] == [3, 2]

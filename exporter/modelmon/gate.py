@@ -31,11 +31,12 @@ Gate file (every field optional; durations as in modelmon.yml)::
         - {metric: accuracy, min: 0.90, max_decrease: 0.02}
         - {metric: drifted_features_ratio, max: 0.5}
 
-Serving metrics (requests, errors, latency) carry a ``version`` label, so a
-version is enough to isolate the candidate.  Accuracy and drift are exported
-per model, so comparing them needs ``selector`` labels that separate the two
-(the canary pods' own exporter, e.g. a ``track`` target label or
-``instance``); the gate refuses to compare a model with itself.
+Serving metrics (requests, errors, latency) and the labelled/correct
+prediction counters behind accuracy carry a ``version`` label, so a version is
+enough to isolate the candidate.  Drift is exported per model, so comparing it
+needs ``selector`` labels that separate the two (the canary pods' own
+exporter, e.g. a ``track`` target label or ``instance``); the gate refuses to
+compare a model with itself.
 
 With no gate file the default gate is the seed's: evaluation accuracy >= 0.90
 and, when Prometheus is given, the default serving thresholds (error ratio <=
@@ -125,13 +126,13 @@ LIVE_METRICS: dict[str, tuple[str, bool, str | None]] = {
     "error_ratio": ("sum(increase(modelmon_request_errors_total{sv}[{w}])) / sum(increase(modelmon_requests_total{sv}[{w}]))",
                     True, "requests"),
     "requests_per_second": ("sum(rate(modelmon_requests_total{sv}[{w}]))", True, None),
-    "accuracy": ("sum(increase(modelmon_correct_predictions_total{s}[{w}])) / sum(increase(modelmon_labelled_events_total{s}[{w}]))",
-                 False, "labelled"),
+    "accuracy": ("sum(increase(modelmon_correct_predictions_total{sv}[{w}])) / sum(increase(modelmon_labelled_events_total{sv}[{w}]))",
+                 True, "labelled"),
     "drifted_features_ratio": ("max(max_over_time(modelmon_dataset_drifted_features_ratio{sd}[{w}]))", False, None),
 }
 SUPPORT = {
     "requests": ("sum(increase(modelmon_requests_total{sv}[{w}]))", "min_requests", "requests"),
-    "labelled": ("sum(increase(modelmon_labelled_events_total{s}[{w}]))", "min_labelled", "labelled predictions"),
+    "labelled": ("sum(increase(modelmon_labelled_events_total{sv}[{w}]))", "min_labelled", "labelled predictions"),
 }
 LATENCY_TEMPLATE = "histogram_quantile({q}, sum by (le) (increase(modelmon_request_duration_seconds_bucket{sv}[{w}])))"
 

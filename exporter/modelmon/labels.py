@@ -41,6 +41,8 @@ class _Chunk:
     #: Sequence number of the chunk's first row.
     start: int = 0
     live: int = 0
+    #: The events' versions, so labelled/correct counters can be split by version.
+    versions: list[str] = field(default_factory=list)
 
 
 _EVICTED = _Chunk("", 0.0, [], [], [], [], [])
@@ -96,22 +98,24 @@ class LabelJoin:
         if not rows:
             return
         if len(rows) == len(batch):  # the usual case: no copies
-            ids, ts, preds, scores = batch.ids, batch.timestamps, batch.predictions, batch.scores
+            ids, ts, preds, scores, versions = batch.ids, batch.timestamps, batch.predictions, batch.scores, batch.versions
         else:
             ids = [batch.ids[i] for i in rows]
             ts = [batch.timestamps[i] for i in rows]
             preds = [batch.predictions[i] for i in rows]
             scores = [batch.scores[i] for i in rows]
+            versions = [batch.versions[i] for i in rows]
         groups = mon._groups_of(batch, rows)
         if len(ids) > self.max_events:  # only the newest can be kept
             cut = len(ids) - self.max_events
             ids, ts, preds, scores, groups = ids[cut:], ts[cut:], preds[cut:], scores[cut:], groups[cut:]
+            versions = versions[cut:]
             self.expired += cut
         now = self.clock()
         with self._lock:
             start = self._seq
             self._seq += len(ids)
-            chunk = _Chunk(batch.model, now, ts, preds, scores, groups, ids, start=start, live=len(ids))
+            chunk = _Chunk(batch.model, now, ts, preds, scores, groups, ids, start=start, live=len(ids), versions=versions)
             index = self._index
             n_before = len(index)
             if index.keys().isdisjoint(ids):
@@ -159,7 +163,7 @@ class LabelJoin:
         """
         now = self.clock()
         res = JoinResult()
-        per_model: dict[str, tuple[list, list, list, list, list]] = {}
+        per_model: dict[str, tuple[list, list, list, list, list, list]] = {}
         with self._lock:
             self._evict(now)
             index = self._index
@@ -180,15 +184,16 @@ class LabelJoin:
                 chunk.live -= 1
                 cols = per_model.get(chunk.model)
                 if cols is None:
-                    cols = per_model[chunk.model] = ([], [], [], [], [])
+                    cols = per_model[chunk.model] = ([], [], [], [], [], [])
                 cols[0].append(chunk.predictions[row])
                 cols[1].append(label)
                 cols[2].append(chunk.scores[row])
                 cols[3].append(chunk.groups[row])
                 ts = chunk.timestamps[row]
                 cols[4].append(now - (ts if ts is not None else chunk.arrival))
-        for model, (preds, labs, scores, groups, delays) in per_model.items():
-            self.pipeline.monitors[model].observe_labels(preds, labs, scores, groups, delays)
+                cols[5].append(chunk.versions[row] if chunk.versions else "")
+        for model, (preds, labs, scores, groups, delays, versions) in per_model.items():
+            self.pipeline.monitors[model].observe_labels(preds, labs, scores, groups, delays, versions=versions)
             res.joined[model] = len(preds)
         return res
 

@@ -70,9 +70,9 @@ class ModelMonitor:
         self._lock = threading.Lock()
         self.versions: dict[str, VersionStats] = {}
         self.classes: dict[str, int] = {}
-        #: Cumulative counters of labelled predictions (fleet-mergeable accuracy).
-        self.labelled_total = 0
-        self.correct_total = 0
+        #: Cumulative [labelled, correct] predictions per bounded version
+        #: (fleet-mergeable accuracy, and canary vs stable accuracy).
+        self.quality_counts: dict[str, list[int]] = {}
         #: Cumulative label-delay histogram (per LABEL_DELAY_BUCKETS, plus +Inf).
         self.label_delay_counts = np.zeros(len(LABEL_DELAY_BUCKETS) + 1, dtype=np.int64)
         self.label_delay_sum = 0.0
@@ -181,6 +181,7 @@ class ModelMonitor:
                 scores=[batch.scores[i] for i in has_label],
                 groups=self._groups_of(batch, has_label),
                 delays=[0.0] * len(has_label),
+                versions=[batch.versions[i] for i in has_label],
             )
 
     def _monitored_columns(self, batch: EventBatch) -> Any:
@@ -240,6 +241,7 @@ class ModelMonitor:
         scores: list[float | None],
         groups: list[str | None],
         delays: list[float],
+        versions: list[str] | None = None,
     ) -> None:
         """Account predictions whose ground truth is now known."""
         now = self.clock()
@@ -252,10 +254,20 @@ class ModelMonitor:
             lab = to_float_array(labels)
         known = ~(np.isnan(pred) | np.isnan(lab))
         delay = np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
+        correct = (pred == lab) & known
         with self._lock:
-            self.labelled_total += int(known.sum())
-            if self.cfg.task == "classification":
-                self.correct_total += int((pred[known] == lab[known]).sum())
+            if versions is None or len(set(versions)) <= 1:
+                groups_by_version = {(versions[0] if versions else ""): slice(None)}
+            else:
+                idx: dict[str, list[int]] = {}
+                for k, v in enumerate(versions):
+                    idx.setdefault(v, []).append(k)
+                groups_by_version = {v: np.array(ix) for v, ix in idx.items()}
+            for version, sel in groups_by_version.items():
+                counts = self.quality_counts.setdefault(self.version_key(version), [0, 0])
+                counts[0] += int(known[sel].sum())
+                if self.cfg.task == "classification":
+                    counts[1] += int(correct[sel].sum())
             self.label_delay_counts += np.bincount(
                 np.searchsorted(LABEL_DELAY_BUCKETS, delay, side="left"), minlength=len(LABEL_DELAY_BUCKETS) + 1
             )

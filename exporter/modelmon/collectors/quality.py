@@ -1,7 +1,7 @@
 """Model quality on labelled events, label coverage, fairness.
 
-    modelmon_labelled_events_total{model="demo"} 9000
-    modelmon_correct_predictions_total{model="demo"} 8550
+    modelmon_labelled_events_total{model="demo",version="1.0.0"} 9000
+    modelmon_correct_predictions_total{model="demo",version="1.0.0"} 8550
     modelmon_window_labelled_events{model="demo",window="5m"} 90000
     modelmon_label_coverage_ratio{model="demo",window="5m"} 0.99
     modelmon_quality_accuracy_ratio{model="demo",window="5m"} 0.95
@@ -36,9 +36,11 @@ class QualityCollector:
         self.pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
-        labelled_total = CounterMetricFamily("modelmon_labelled_events", "Predictions whose label is known.", labels=["model"])
+        labelled_total = CounterMetricFamily(
+            "modelmon_labelled_events", "Predictions whose label is known, by the version that made them.", labels=["model", "version"]
+        )
         correct_total = CounterMetricFamily(
-            "modelmon_correct_predictions", "Labelled predictions that were correct (classification).", labels=["model"]
+            "modelmon_correct_predictions", "Labelled predictions that were correct (classification), by version.", labels=["model", "version"]
         )
         labelled = GaugeMetricFamily(
             "modelmon_window_labelled_events", "Labelled predictions held in the sliding window (labels arrived within it; sampled like the event window).",
@@ -82,7 +84,16 @@ class QualityCollector:
             labels=["model"],
         )
         for name, mon in self.pipeline.monitors.items():
-            labelled_total.add_metric([name], mon.labelled_total)
+            with mon._lock:
+                quality_counts = {v: tuple(c) for v, c in mon.quality_counts.items()}
+                # Every serving version exports 0 before its first label, so a
+                # model whose labels never arrive shows coverage 0, not nothing.
+                for version in mon.versions:
+                    quality_counts.setdefault(version, (0, 0))
+            for version, (n_labelled, n_correct) in quality_counts.items():
+                labelled_total.add_metric([name, version], n_labelled)
+                if mon.cfg.task == "classification":
+                    correct_total.add_metric([name, version], n_correct)
             with mon._lock:
                 cum = mon.label_delay_counts.cumsum()
                 delay_sum = mon.label_delay_sum
@@ -90,8 +101,6 @@ class QualityCollector:
                 [name], [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1])] + [("+Inf", int(cum[-1]))],
                 delay_sum,
             )
-            if mon.cfg.task == "classification":
-                correct_total.add_metric([name], mon.correct_total)
             cov = mon.label_coverage()
             for window, n in mon.labelled_sizes().items():
                 labelled.add_metric([name, window], n)
