@@ -48,8 +48,11 @@ class ServerFactory:
         self.started.append(server)
         return server
 
-    def exporter(self, *args: str, env: dict[str, str] | None = None) -> ExporterServer:
-        return self._track(ExporterServer(self.workdir, list(args), env))
+    def exporter(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> ExporterServer:
+        """``modelmon serve`` on ``port`` (default: a free one).  Passing ports
+        chosen with ``free_port()`` lets a test start Prometheus first, so the
+        first scrape follows the exporter's start within a scrape interval."""
+        return self._track(ExporterServer(self.workdir, list(args), env, port=port))
 
     def prometheus(self, config: dict[str, Any] | str, rule_files: list[Path] | None = None, **kw: Any) -> PrometheusServer:
         return self._track(PrometheusServer(self.workdir, config, rule_files, **kw))

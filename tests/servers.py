@@ -125,8 +125,8 @@ class HttpServer:
 class ExporterServer(HttpServer):
     """``modelmon serve`` in a subprocess (the real CLI, as a user runs it)."""
 
-    def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None):
-        self.port = free_port()
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
         cmd = [sys.executable, "-m", "modelmon", "serve", f"--web.listen-address={self.address}", *args]
