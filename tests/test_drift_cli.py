@@ -19,7 +19,6 @@ from scipy.spatial.distance import jensenshannon
 
 from modelmon.cli import main
 from modelmon.collectors import build_registry
-from modelmon.config import config_from_dict
 from modelmon.drift.reference import ReferenceProfile
 from modelmon.events import EventBatch
 from modelmon.pipeline import Pipeline

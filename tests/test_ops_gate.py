@@ -20,8 +20,8 @@ from modelmon.app import Exporter
 from modelmon.cli import main
 from modelmon.config import config_from_dict
 from modelmon.events import EventBatch
-from modelmon.gate import CheckConfig, GateConfig, LiveConfig, SideConfig, judge, render_query
-from servers import PrometheusServer, free_port, wait_until
+from modelmon.gate import LiveConfig, SideConfig, judge, render_query
+from servers import PrometheusServer, free_port
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:

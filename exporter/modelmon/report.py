@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .drift.reference import OTHER, CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
 
 NUMERICAL_BINS = 30
 
