@@ -27,7 +27,7 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (or run scripts/setup.sh)"
+INSTALL_HINT = "bash scripts/install-deps.sh (Debian: prometheus prometheus-alertmanager docker-compose kubernetes-client)"
 
 
 def free_port() -> int:
