@@ -104,7 +104,7 @@ def test_drift_meanstd_matches_hand_computation() -> None:
     pipeline2.submit_events(evs)
     xs = np.array([e.features["x"] for e in evs])
     # The reference moments from the raw reference data (make() draws it with
-    # seed 0), not from the profile under test; population std as in the brief.
+    # seed 0), not from the profile under test; population std, as meanstd uses.
     ref = np.random.default_rng(0).normal(size=2000)
     mean, std = ref.mean(), ref.std()
     expected = (abs(xs.mean() - mean) / (std + 1e-8) + abs(xs.std() - std) / (std + 1e-8)) / 2

@@ -19,6 +19,7 @@ from typing import Sequence
 from . import __version__
 from .config import Config, ConfigError, default_config, load_config
 from .log import LEVELS, setup_logging
+from .preflight import load_profiles, prepare
 
 log = logging.getLogger("modelmon")
 
@@ -80,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from pathlib import Path
 
             cfg.web.config_file = str(Path(args.web_config_file).resolve())
+        for warning in prepare(cfg):
+            log.warning("config: %s", warning, extra={"file": warning.file, "field": warning.field_path})
         exporter = Exporter(cfg, listen=args.web_listen_address)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
@@ -103,15 +106,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import load_profile
-
+    """The checks ``serve --config FILE`` makes before it listens (modelmon.preflight), nothing more."""
     try:
         cfg = load_config(args.file)
-        for i, m in enumerate(cfg.models):
-            load_profile(cfg, i, m)
+        warnings = prepare(cfg)
+        load_profiles(cfg)
     except ConfigError as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"modelmon: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK ({len(cfg.models)} model(s), windows {', '.join(w.name for w in cfg.windows)})")
     return 0
 

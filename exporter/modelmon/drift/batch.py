@@ -198,8 +198,9 @@ def _check_present(table: Mapping[str, Sequence[Any]], features: Sequence[Featur
 
 
 def report_json(report: DriftReport, profile: ReferenceProfile, current_rows: int) -> dict[str, Any]:
-    """The issue's JSON shape (plus extra keys: every method's result, data
-    quality, the profile hash)."""
+    """The ``--format json`` document (docs/operations.md): dataset verdict and
+    per-feature primary result, plus every method's result, data quality and
+    the profile hash."""
     feats: dict[str, Any] = {}
     total = drifted = 0
     for name, fr in report.features.items():

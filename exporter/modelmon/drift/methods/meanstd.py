@@ -1,11 +1,11 @@
-"""The original brief's mean/std drift score.
+"""The mean/std drift score, modelmon's first method.
 
 ``score = (|mean_cur - mean_ref| / (std_ref + 1e-8) + |std_cur - std_ref| / (std_ref + 1e-8)) / 2``
 
-with population standard deviations (numpy's default, as in the brief), and
+with population standard deviations (numpy's default), and
 drift when ``score > threshold`` (default 0.1).  Cheap and intuitive, blind to
-shape changes that keep the first two moments; kept as the first method because
-users of the brief know it.
+shape changes that keep the first two moments; kept because
+existing dashboards and thresholds rely on it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ EPS = 1e-8
 
 
 def meanstd_score(ref_mean: float, ref_std: float, cur: np.ndarray) -> float:
-    """The brief's score for values ``cur`` against reference moments."""
+    """The mean/std score for values ``cur`` against reference moments."""
     mean_diff = abs(float(np.mean(cur)) - ref_mean) / (ref_std + EPS)
     std_diff = abs(float(np.std(cur)) - ref_std) / (ref_std + EPS)
     return (mean_diff + std_diff) / 2.0
