@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelmon.stack import (DEMO_FOR, StackError, check_ports, demo_alertmanager_config, demo_rules,
-                            notification_line, write_demo_rules)
+from modelmon.stack import (
+    DEMO_FOR,
+    StackError,
+    check_ports,
+    demo_alertmanager_config,
+    demo_rules,
+    notification_line,
+    write_demo_rules,
+)
 from servers import require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,9 +37,9 @@ def test_demo_rules_shorten_for_and_ranges_only(tmp_path: Path) -> None:
         before = copy.deepcopy(original)
         demo = demo_rules(original)
         assert original == before, "the input must not be modified"
-        for g0, g1 in zip(original["groups"], demo["groups"]):
+        for g0, g1 in zip(original["groups"], demo["groups"], strict=True):
             assert g0["name"] == g1["name"] and len(g0["rules"]) == len(g1["rules"])
-            for r0, r1 in zip(g0["rules"], g1["rules"]):
+            for r0, r1 in zip(g0["rules"], g1["rules"], strict=True):
                 assert (r1.get("alert"), r1.get("record")) == (r0.get("alert"), r0.get("record"))
                 assert r1.get("labels") == r0.get("labels") and r1.get("annotations") == r0.get("annotations")
                 if "alert" in r0:

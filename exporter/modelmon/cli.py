@@ -14,12 +14,16 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, default_config, load_config
+from .app import Exporter
+from .config import Config, ConfigError, default_config, load_config, parse_duration
 from .log import LEVELS, setup_logging
 from .preflight import load_profiles, prepare
+from .sources.proxy import validate_proxy_config
+from .sources.simulator import SCENARIOS, demo_model_config
 
 log = logging.getLogger("modelmon")
 
@@ -39,9 +43,6 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import Exporter
-    from .sources.simulator import SCENARIOS
-
     setup_logging(args.log_level)
     try:
         cfg = _load(args.config)
@@ -49,8 +50,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.scenario is not None or args.simulate:
             sim.enabled = True
             if not cfg.model(sim.model):
-                from .sources.simulator import demo_model_config
-
                 cfg.models.append(demo_model_config(sim.model))
         if args.scenario is not None:
             if args.scenario not in SCENARIOS:
@@ -59,8 +58,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
             value = getattr(args, flag)
             if value is not None:
-                from .config import parse_duration
-
                 try:
                     setattr(sim, attr, parse_duration(value))
                 except ValueError as exc:
@@ -72,14 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.seed is not None:
             sim.seed = args.seed
         if args.proxy_listen_address is not None or args.proxy_upstream is not None:
-            from .sources.proxy import validate_proxy_config
-
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
             validate_proxy_config(cfg)
         if args.web_config_file:
-            from pathlib import Path
-
             cfg.web.config_file = str(Path(args.web_config_file).resolve())
         for warning in prepare(cfg):
             log.warning("config: %s", warning, extra={"file": warning.file, "field": warning.field_path})
@@ -126,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the exporter (a simulated model unless a config says otherwise)")
-    serve.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="YAML config (default: simulated demo model)")
+    serve.add_argument("--config", "--config.file", dest="config", metavar="FILE",
+                       help="YAML config (default: simulated demo model)")
     serve.add_argument("--web.listen-address", dest="web_listen_address", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
@@ -134,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
-    serve.add_argument("--anomaly-after", metavar="DURATION", help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
+    serve.add_argument("--anomaly-after", metavar="DURATION",
+                       help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
     serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")
     serve.add_argument("--rate", type=float, help="simulated requests per second (default 1000)")
     serve.add_argument("--seed", type=int, help="random seed for reproducible simulation")
