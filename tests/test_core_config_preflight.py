@@ -33,6 +33,8 @@ CASES: dict[str, tuple[str, str | None]] = {
                         "windows[0].max_events: must be an integer (YAML reads 1e14 as a string"),
     "max-events-huge": ("models:\n  - name: m\nwindows:\n  - {duration: 5m, max_events: 100000000000000}\n",
                         f"windows[0].max_events: must be between 1 and {MAX_WINDOW_EVENTS}"),
+    "web-bad-hash": ("models:\n  - name: m\nweb: {config_file: web-bad-hash.web.yml}\n",
+                     "basic_auth_users.prometheus: must be a bcrypt hash"),
     "simulator-only": ("simulator: {enabled: true, rate: 50}\n", None),
     "one-model": ("models:\n  - name: plain\n", None),
 }
@@ -41,6 +43,8 @@ CASES: dict[str, tuple[str, str | None]] = {
 def _write(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.yml"
     path.write_text(CASES[name][0])
+    # The web config the web-* cases point at: a plain-text password where a bcrypt hash belongs.
+    (tmp_path / f"{name}.web.yml").write_text("basic_auth_users:\n  prometheus: secret\n")
     return path
 
 
@@ -54,7 +58,8 @@ def test_check_config_verdict(name: str, tmp_path: Path, capsys: pytest.CaptureF
         assert code == 0 and f"{path}: OK" in out, err
     else:
         assert code == 2 and out == ""
-        assert err.startswith(f"modelmon: error: {path}: {expected}"), err
+        where = tmp_path / f"{name}.web.yml" if name.startswith("web-") else path
+        assert err.startswith(f"modelmon: error: {where}: {expected}"), err
 
 
 def test_a_simulator_only_config_monitors_the_simulated_model(tmp_path: Path) -> None:

@@ -102,6 +102,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """The checks ``serve --config FILE`` makes before it listens (modelmon.preflight), nothing more."""
     try:
         cfg = load_config(args.file)
+        if args.web_config_file:
+            cfg.web.config_file = str(Path(args.web_config_file).resolve())
         warnings = prepare(cfg)
         load_profiles(cfg)
     except ConfigError as exc:
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file (and its reference data) without serving")
     check.add_argument("file")
+    check.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="also check this web config, as serve --web.config.file would load it")
     check.set_defaults(func=cmd_check_config)
 
     for module in SUBCOMMANDS:

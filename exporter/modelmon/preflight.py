@@ -6,7 +6,7 @@ across settings and the outside world: the simulated model is added when the
 simulator is on (a config with only ``simulator: {enabled: true}`` monitors
 it), a config with no model at all is refused, the windows' up-front memory
 is estimated and bounded by the machine's, and the inference-log, ingest-token
-and web settings are read.  :func:`load_profiles` reads every reference.
+and web settings (certificates, password hashes) are read.  :func:`load_profiles` reads every reference.
 Errors are :class:`~modelmon.config.ConfigError` naming file and field;
 warnings come back as :class:`ConfigWarning` for the caller to print (CLI) or
 log (serve).
@@ -24,7 +24,7 @@ from .drift.reference import ReferenceProfile
 from .inference_log import validate_logs_config
 from .sources.api import read_token
 from .sources.simulator import demo_model_config
-from .webauth import effective_web_config
+from .webauth import security_from_config
 
 #: Bytes one event costs in one window of one model (modelmon.monitor's
 #: columns): in the feature window its timestamp, weight and error flag; in
@@ -102,7 +102,7 @@ def prepare(cfg: Config, memory_bytes: int | None = None) -> list[ConfigWarning]
     validate_logs_config(cfg)
     if cfg.ingest.enabled:
         read_token(cfg)
-    effective_web_config(cfg)
+    security_from_config(cfg)  # loads certificates and checks password hashes, as serve does
     return warnings
 
 

@@ -280,16 +280,23 @@ class WebSecurity:
                                   value=handshakes)
 
 
-def install(exporter: Any) -> WebSecurity | None:
-    """Apply the config's web settings to the exporter's server (nothing when none are set)."""
-    cfg: Config = exporter.cfg
+def security_from_config(cfg: Config) -> WebSecurity | None:
+    """The web security the config asks for (certificates loaded, hashes checked), or None
+    when it sets none; raises ConfigError.  ``modelmon check-config`` runs this too."""
     web, source = effective_web_config(cfg)
     if web == WebConfig(config_file=web.config_file) and not web.config_file:
         return None
     from_file = bool(web.config_file)
     bearer = ("/api/",) if (cfg.ingest.token_env or cfg.ingest.token_file) else ()
-    sec = WebSecurity(web, source, resolve=(lambda p: Path(p)) if from_file else cfg.resolve_path, bearer_paths=bearer,
-                      field_prefix="" if from_file else "web.")
+    return WebSecurity(web, source, resolve=(lambda p: Path(p)) if from_file else cfg.resolve_path,
+                       bearer_paths=bearer, field_prefix="" if from_file else "web.")
+
+
+def install(exporter: Any) -> WebSecurity | None:
+    """Apply the config's web settings to the exporter's server (nothing when none are set)."""
+    sec = security_from_config(exporter.cfg)
+    if sec is None:
+        return None
     server = exporter.server
     server.wrap_connection = sec.wrap_connection
     server.authenticate = sec.authenticate
