@@ -328,6 +328,7 @@ def test_proxy_config_errors_name_the_field(proxy, field, message):
     assert f"x.yml: {field}: " in str(exc.value) and message in str(exc.value)
 
 
+@pytest.mark.e2e
 def test_serve_flags_run_the_proxy(tmp_path, upstream):
     cfg = tmp_path / "m.yml"
     cfg.write_text("models:\n  - name: m\n")
