@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -25,7 +26,6 @@ from servers import (  # noqa: E402
     WebhookReceiver,
 )
 
-
 #: Executables that are servers (Debian's names and upstream's).
 SERVER_BINARIES = frozenset({
     "prometheus", "prometheus-alertmanager", "alertmanager", "prometheus-node-exporter", "node_exporter",
@@ -33,6 +33,8 @@ SERVER_BINARIES = frozenset({
     "grafana-server", "modelmon",
 })
 SHELLS = frozenset({"sh", "bash", "dash"})
+#: Audit events that start a process -> index of their argv (or command) argument.
+SPAWN_EVENTS = MappingProxyType({"subprocess.Popen": 1, "os.exec": 1, "os.posix_spawn": 1, "os.spawn": 2, "os.system": 0})
 
 
 def spawned_server(argv: list[str]) -> str | None:
@@ -66,18 +68,9 @@ class _ServerGuard:
         self.refused: list[str] = []
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if self.item is None:
+        if self.item is None or event not in SPAWN_EVENTS:
             return
-        if event == "subprocess.Popen":
-            argv = args[1]
-        elif event in ("os.exec", "os.posix_spawn"):
-            argv = args[1]
-        elif event == "os.spawn":
-            argv = args[2]
-        elif event == "os.system":
-            argv = ["sh", "-c", args[0]]
-        else:
-            return
+        argv = args[SPAWN_EVENTS[event]]
         if isinstance(argv, (str, bytes)):
             argv = ["sh", "-c", os.fsdecode(argv)]
         try:
