@@ -24,7 +24,7 @@ from .drift.reference import ReferenceProfile
 from .inference_log import validate_logs_config
 from .sources.api import read_token
 from .sources.simulator import demo_model_config
-from .webauth import security_from_config
+from .webauth import web_security
 
 #: Bytes one event costs in one window of one model (modelmon.monitor's
 #: columns): in the feature window its timestamp, weight and error flag; in
@@ -102,7 +102,7 @@ def prepare(cfg: Config, memory_bytes: int | None = None) -> list[ConfigWarning]
     validate_logs_config(cfg)
     if cfg.ingest.enabled:
         read_token(cfg)
-    security_from_config(cfg)  # loads certificates and checks password hashes, as serve does
+    web_security(cfg)  # loads certificates and checks password hashes, as serve does
     return warnings
 
 

@@ -280,7 +280,7 @@ class WebSecurity:
                                   value=handshakes)
 
 
-def security_from_config(cfg: Config) -> WebSecurity | None:
+def web_security(cfg: Config) -> WebSecurity | None:
     """The web security the config asks for (certificates loaded, hashes checked), or None
     when it sets none; raises ConfigError.  ``modelmon check-config`` runs this too."""
     web, source = effective_web_config(cfg)
@@ -294,7 +294,7 @@ def security_from_config(cfg: Config) -> WebSecurity | None:
 
 def install(exporter: Any) -> WebSecurity | None:
     """Apply the config's web settings to the exporter's server (nothing when none are set)."""
-    sec = security_from_config(exporter.cfg)
+    sec = web_security(exporter.cfg)
     if sec is None:
         return None
     server = exporter.server
