@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from modelmon import __version__
+from modelmon.cli import main
 from servers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,12 +30,14 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
-def test_version_is_single_sourced() -> None:
+def test_version_is_single_sourced(capsys: pytest.CaptureFixture[str]) -> None:
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
     assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "modelmon.__version__"}
-    r = subprocess.run([sys.executable, "-m", "modelmon", "--version"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.strip() == f"modelmon {__version__}"
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"modelmon {__version__}"
 
 
 def test_readme_layout_names_every_module_and_folder() -> None:
