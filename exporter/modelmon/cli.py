@@ -42,40 +42,48 @@ def _load(path: str | None) -> Config:
     return load_config(path) if path else default_config()
 
 
+def serve_config(args: argparse.Namespace) -> Config:
+    """The config ``serve`` runs: the file (or the simulated demo), the command
+    line's overrides, then the shared checks (modelmon.preflight), whose
+    warnings are logged.  A reload builds its new config the same way."""
+    cfg = _load(args.config)
+    sim = cfg.simulator
+    if args.scenario is not None or args.simulate:
+        sim.enabled = True
+        if not cfg.model(sim.model):
+            cfg.models.append(demo_model_config(sim.model))
+    if args.scenario is not None:
+        if args.scenario not in SCENARIOS:
+            raise ConfigError(f"--scenario: must be one of {', '.join(SCENARIOS)}")
+        sim.scenario = args.scenario
+    for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                setattr(sim, attr, parse_duration(value))
+            except ValueError as exc:
+                raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise ConfigError("--rate: must be > 0")
+        sim.rate = args.rate
+    if args.seed is not None:
+        sim.seed = args.seed
+    if args.proxy_listen_address is not None or args.proxy_upstream is not None:
+        cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
+        cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+        validate_proxy_config(cfg)
+    if args.web_config_file:
+        cfg.web.config_file = str(Path(args.web_config_file).resolve())
+    for warning in prepare(cfg):
+        log.warning("config: %s", warning, extra={"file": warning.file, "field": warning.field_path})
+    return cfg
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
-        cfg = _load(args.config)
-        sim = cfg.simulator
-        if args.scenario is not None or args.simulate:
-            sim.enabled = True
-            if not cfg.model(sim.model):
-                cfg.models.append(demo_model_config(sim.model))
-        if args.scenario is not None:
-            if args.scenario not in SCENARIOS:
-                raise ConfigError(f"--scenario: must be one of {', '.join(SCENARIOS)}")
-            sim.scenario = args.scenario
-        for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
-            value = getattr(args, flag)
-            if value is not None:
-                try:
-                    setattr(sim, attr, parse_duration(value))
-                except ValueError as exc:
-                    raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
-        if args.rate is not None:
-            if args.rate <= 0:
-                raise ConfigError("--rate: must be > 0")
-            sim.rate = args.rate
-        if args.seed is not None:
-            sim.seed = args.seed
-        if args.proxy_listen_address is not None or args.proxy_upstream is not None:
-            cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
-            cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
-            validate_proxy_config(cfg)
-        if args.web_config_file:
-            cfg.web.config_file = str(Path(args.web_config_file).resolve())
-        for warning in prepare(cfg):
-            log.warning("config: %s", warning, extra={"file": warning.file, "field": warning.field_path})
+        cfg = serve_config(args)
         exporter = Exporter(cfg, listen=args.web_listen_address)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
