@@ -193,3 +193,27 @@ def test_simulated_covariate_shift_is_estimated_before_labels_arrive():
     # No label arrived during the shift: the realized accuracy has nothing to say.
     assert g("modelmon_window_labelled_events") == 0 < labelled_before
     assert g("modelmon_quality_accuracy_ratio") is None
+
+
+def test_odd_outputs_never_break_the_gauges(files):
+    cfg = load_config(files / "cfg.yml")
+    pipe = Pipeline(cfg, {"m": load_profile(cfg, 0, cfg.models[0])}, clock=lambda: 1000.0)
+    n = 400
+    rng = np.random.default_rng(9)
+    scores = [float(v) for v in rng.uniform(-0.5, 1.5, n)]  # not probabilities
+    scores[:50] = [None] * 50
+    preds = ["1" if i % 2 else "0" for i in range(n)]
+    preds[50:100] = [None] * 50
+    preds[100:110] = ["cat"] * 10  # neither class: counts as a negative prediction
+    feats = {f["name"]: [None] * n for f in FEATURES}  # every feature missing: imputed
+    pipe.submit(EventBatch(model="m", timestamps=[1000.0] * n, versions=["1"] * n, ids=[str(i) for i in range(n)],
+                           latency_seconds=[0.1] * n, errors=[None] * n, features=feats, predictions=preds,
+                           scores=scores, labels=[None] * n, attributes={}, source="api"))
+    reg = build_registry(pipe)
+    g = lambda name, **kw: reg.get_sample_value(name, {"model": "m", "window": "5m", **kw})  # noqa: E731
+    assert g("modelmon_quality_estimated_events") == 300
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        v = g(f"modelmon_quality_estimated_{metric}_ratio")
+        assert v is not None and 0.0 <= v <= 1.0
+    assert g("modelmon_multivariate_drift_events") == n
+    assert g("modelmon_multivariate_drift_reconstruction_error") is not None

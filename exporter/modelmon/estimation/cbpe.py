@@ -142,7 +142,9 @@ class CBPEModel:
         res = CBPEResult(n=int(s.size))
         if res.n < self.min_rows or res.n == 0:
             return res
-        values = estimate_metrics(self.calibration.apply(s), pred == 1.0, s)
+        # A score outside [0, 1] is not a probability: clipped, so no
+        # estimate leaves [0, 1] whatever a client sends.
+        values = estimate_metrics(np.clip(self.calibration.apply(s), 0.0, 1.0), pred == 1.0, s)
         for m in self.metrics:
             v = values.get(m)
             if v is None:

@@ -34,7 +34,7 @@ LABEL = "label"
 OUTPUT_COLUMNS = (PREDICTION_FEATURE, SCORE_FEATURE, LABEL)
 
 
-def positive_indicator(values: Sequence[Any], positive_class: str) -> np.ndarray:
+def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) -> np.ndarray:
     """1.0 where the value is the positive class, 0.0 for another class, NaN
     when missing (values compared as strings, as the exporter codes classes)."""
     return np.fromiter(
