@@ -20,7 +20,8 @@ from them:
    window's statistic is the mean over its rows;
 4. the threshold is ``mean +- sigmas * spread`` of the same statistic over
    consecutive reference chunks.  The spread is stored per row
-   (chunk standard deviation x ``sqrt(chunk rows)``), so a window of ``n``
+   (chunk standard deviation x ``sqrt(chunk rows)``, or the rows' own
+   standard deviation when larger), so a window of ``n``
    rows gets ``row_sigma * sqrt(1/n + 1/m)``: a mean over more rows varies
    less, and ``m``, the rows the reference mean was measured on, bounds how
    precisely "no change" is known at all.
@@ -196,7 +197,11 @@ def fit_pca_drift(numerical: Mapping[str, np.ndarray], codes: Mapping[str, np.nd
     per_chunk = np.array([err[a:b].mean() for a, b in bounds])
     model.chunk_rows = held.shape[0] // len(bounds)
     model.mean_error = float(err.mean())
-    model.row_sigma = float(per_chunk.std(ddof=1) * np.sqrt(model.chunk_rows))
+    # The larger of the chunks' spread (which sees slow change inside the
+    # reference) and the rows' own (precise when rows are independent: a
+    # spread over a few dozen chunks of heavy-tailed errors is often 15 %
+    # low, which doubles or triples the false alarms).
+    model.row_sigma = float(max(per_chunk.std(ddof=1) * np.sqrt(model.chunk_rows), err.std(ddof=1)))
     model.reference_rows = int(rows.shape[0])
     model.calibration_rows = int(held.shape[0])
     return model
