@@ -24,21 +24,20 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "exporter"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from drift import make_data  # noqa: E402  (bench/drift.py)
-
-from modelmon.config import Config, FeatureConfig, ModelConfig, WindowConfig  # noqa: E402
-from modelmon.drift.reference import build_profile  # noqa: E402
-from modelmon.estimation.sections import fit_sections  # noqa: E402
-from modelmon.events import EventBatch  # noqa: E402
-from modelmon.monitor import ModelMonitor  # noqa: E402
+from drift import make_data
+from modelmon.config import Config, FeatureConfig, ModelConfig, WindowConfig
+from modelmon.drift.reference import build_profile
+from modelmon.estimation.sections import fit_sections
+from modelmon.events import EventBatch
+from modelmon.monitor import ModelMonitor
 
 N_FEATURES = 20
 

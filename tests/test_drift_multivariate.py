@@ -12,7 +12,11 @@ from modelmon.config import FeatureConfig
 from modelmon.drift import batch, registry
 from modelmon.drift.multivariate import PCADriftModel, fit_pca_drift
 from modelmon.estimation.sections import encode_features, load_estimators
-from modelmon.sources.simulator import demo_model_config, generate_features, reference_profile
+from modelmon.sources.simulator import (
+    demo_model_config,
+    generate_features,
+    reference_profile,
+)
 
 COV = np.array([[1.0, 0.8, 0.0, 0.0], [0.8, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.6], [0.0, 0.0, 0.6, 1.0]])
 NAMES = ["a", "b", "c", "d"]

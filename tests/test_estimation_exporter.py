@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.collectors import build_registry
@@ -210,7 +209,7 @@ def test_odd_outputs_never_break_the_gauges(files):
                            latency_seconds=[0.1] * n, errors=[None] * n, features=feats, predictions=preds,
                            scores=scores, labels=[None] * n, attributes={}, source="api"))
     reg = build_registry(pipe)
-    g = lambda name, **kw: reg.get_sample_value(name, {"model": "m", "window": "5m", **kw})  # noqa: E731
+    g = lambda name, **kw: reg.get_sample_value(name, {"model": "m", "window": "5m", **kw})
     assert g("modelmon_quality_estimated_events") == 300
     for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         v = g(f"modelmon_quality_estimated_{metric}_ratio")

@@ -8,6 +8,8 @@ the reference split into consecutive chunks, and ``modelmon drift
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -19,7 +21,7 @@ def split_even(rows: int, count: int, min_rows: int) -> list[tuple[int, int]]:
     if count < 2:
         raise ValueError(f"{rows} rows make fewer than 2 chunks of at least {min_rows} rows")
     edges = np.linspace(0, rows, count + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 def split_fixed(rows: int, size: int) -> list[tuple[int, int]]:

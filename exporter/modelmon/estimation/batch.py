@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,13 @@ from ..chunking import split_fixed
 from ..config import PREDICTION_FEATURE, SCORE_FEATURE, ModelConfig
 from ..drift.reference import ReferenceProfile
 from .cbpe import realized_metrics
-from .sections import LABEL, Estimators, encode_features, positive_indicator, scores_array
+from .sections import (
+    LABEL,
+    Estimators,
+    encode_features,
+    positive_indicator,
+    scores_array,
+)
 
 
 class LabelFreeInputError(ValueError):

@@ -17,6 +17,7 @@ them, clipped to the end values outside the reference's score range
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int
     s, y = s[order], y[order]
     edges = np.unique(np.linspace(0, n, min(bins, n) + 1).round().astype(np.int64))
     total = 0.0
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         total += (b - a) * abs(float(y[a:b].mean()) - float(s[a:b].mean()))
     return total / n
 
