@@ -216,3 +216,23 @@ def test_odd_outputs_never_break_the_gauges(files):
         assert v is not None and 0.0 <= v <= 1.0
     assert g("modelmon_multivariate_drift_events") == n
     assert g("modelmon_multivariate_drift_reconstruction_error") is not None
+
+
+def test_exporter_start_errors_name_the_reference(files):
+    table = load_table(files / "ref.csv")
+    with open(files / "nolabel.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        names = [k for k in table if k != "label"]
+        w.writerow(names)
+        w.writerows(zip(*[table[k] for k in names]))
+    text = (files / "cfg.yml").read_text().replace("path: ref.csv", "path: nolabel.csv")
+    (files / "nolabel.yml").write_text(text)
+    cfg = load_config(files / "nolabel.yml")
+    with pytest.raises(ConfigError, match=r"models\[0\]\.reference\.path: .*'label'"):
+        load_profile(cfg, 0, cfg.models[0])
+    # A frozen profile without the sections the config enables.
+    assert main(["reference", "build", str(files / "ref.csv"), "-o", str(files / "bare.json")]) == 0
+    (files / "bare.yml").write_text((files / "cfg.yml").read_text().replace("path: ref.csv", "path: bare.json"))
+    cfg = load_config(files / "bare.yml")
+    with pytest.raises(ConfigError, match="no performance_estimation section"):
+        load_profile(cfg, 0, cfg.models[0])
