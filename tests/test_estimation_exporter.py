@@ -16,6 +16,7 @@ from modelmon.cli import main
 from modelmon.collectors import build_registry
 from modelmon.config import ConfigError, config_from_dict, default_config, load_config
 from modelmon.datasets import load_table
+from modelmon.estimation.sections import positive_indicator
 from modelmon.events import EventBatch
 from modelmon.pipeline import Pipeline
 from modelmon.sources.simulator import Simulator, generate_features, generate_outputs
@@ -236,3 +237,9 @@ def test_exporter_start_errors_name_the_reference(files):
     cfg = load_config(files / "bare.yml")
     with pytest.raises(ConfigError, match="no performance_estimation section"):
         load_profile(cfg, 0, cfg.models[0])
+
+
+def test_positive_indicator_spellings():
+    got = positive_indicator(["1", "0", None, "", 1, 0, 1.0, float("nan"), np.int64(1), True, "yes"], "1")
+    assert np.array_equal(got, [1, 0, np.nan, np.nan, 1, 0, 1, np.nan, 1, 0, 0], equal_nan=True)
+    assert np.array_equal(positive_indicator(["churn", "stay", 1], "churn"), [1, 0, 0])

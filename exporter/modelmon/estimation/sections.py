@@ -36,12 +36,22 @@ OUTPUT_COLUMNS = (PREDICTION_FEATURE, SCORE_FEATURE, LABEL)
 
 def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) -> np.ndarray:
     """1.0 where the value is the positive class, 0.0 for another class, NaN
-    when missing (values compared as strings, as the exporter codes classes)."""
-    return np.fromiter(
-        (math.nan if v is None or v == "" or (isinstance(v, float) and math.isnan(v)) else float(str(v) == positive_class)
-         for v in values),
-        dtype=np.float64, count=len(values),
-    )
+    when missing.  Strings are compared as strings (as the exporter codes
+    classes); numbers by value when the positive class is a number, so a
+    label column read as floats (1.0) still matches ``"1"``."""
+    try:
+        pos_num: float | None = float(positive_class)
+    except ValueError:
+        pos_num = None
+
+    def one(v: Any) -> float:
+        if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+            return math.nan
+        if pos_num is not None and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            return float(float(v) == pos_num)
+        return float(str(v) == positive_class)
+
+    return np.fromiter((one(v) for v in values), dtype=np.float64, count=len(values))
 
 
 def scores_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
