@@ -52,8 +52,8 @@ def test_frequency_encoding_and_missing_values():
     freq = np.bincount(codes, minlength=4) / 3000
     assert model.cat_freq[0] == pytest.approx(freq.tolist())
     enc = model.encode({"x": np.array([np.nan, 1.0])}, {"k": np.array([2, -1])})
-    assert enc[0] == pytest.approx([x.mean(), freq[2]])  # missing number -> reference mean
-    assert enc[1] == pytest.approx([1.0, freq.max()])  # missing category -> most frequent's frequency
+    assert enc[:, 0] == pytest.approx([x.mean(), freq[2]])  # missing number -> reference mean
+    assert enc[:, 1] == pytest.approx([1.0, freq.max()])  # missing category -> most frequent's frequency
 
 
 def test_needs_two_features():

@@ -91,8 +91,9 @@ class PCADriftModel:
         return self.numerical + self.categorical
 
     def encode(self, numerical: Mapping[str, np.ndarray], codes: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Rows ``(n, d)``, unstandardised: ``numerical[name]`` float values
-        (NaN missing), ``codes[name]`` category slots of the profile (-1 missing)."""
+        """Columns ``(d, n)`` (one row per feature, contiguous: the window's
+        own layout), unstandardised: ``numerical[name]`` float values (NaN
+        missing), ``codes[name]`` category slots of the profile (-1 missing)."""
         cols = []
         for name, fill in zip(self.numerical, self.num_fill):
             x = np.asarray(numerical[name], dtype=np.float64)
@@ -102,24 +103,24 @@ class PCADriftModel:
             table = np.asarray(freq, dtype=np.float64)
             ok = (c >= 0) & (c < table.size)
             cols.append(np.where(ok, table[np.clip(c, 0, table.size - 1)], fill))
-        return np.stack(cols, axis=1) if cols else np.zeros((0, 0))
+        return np.stack(cols, axis=0) if cols else np.zeros((0, 0))
 
-    def residuals(self, rows: np.ndarray) -> np.ndarray:
-        """Standardised rows minus their reconstruction, ``(n, d)``."""
-        z = (rows - self.center) / self.scale
-        return z - (z @ self.components.T) @ self.components
+    def residuals(self, cols: np.ndarray) -> np.ndarray:
+        """Standardised values minus their reconstruction, ``(d, n)``."""
+        z = (cols - self.center[:, None]) / self.scale[:, None]
+        return z - self.components.T @ (self.components @ z)
 
     def evaluate(self, numerical: Mapping[str, np.ndarray], codes: Mapping[str, np.ndarray]) -> MultivariateResult:
-        rows = self.encode(numerical, codes)
-        res = MultivariateResult(n=int(rows.shape[0]))
+        cols = self.encode(numerical, codes)
+        res = MultivariateResult(n=int(cols.shape[1]) if cols.size else 0)
         if res.n < self.min_rows or res.n == 0:
             return res
-        r = self.residuals(rows)
+        r = self.residuals(cols)
         sq = r * r
-        res.reconstruction_error = float(np.sqrt(sq.sum(axis=1)).mean())
+        res.reconstruction_error = float(np.sqrt(sq.sum(axis=0)).mean())
         res.lower, res.upper = self.bounds(res.n)
         res.drifted = not (res.lower <= res.reconstruction_error <= res.upper)
-        per = sq.sum(axis=0)
+        per = sq.sum(axis=1)
         total = float(per.sum())
         res.feature_share = {f: (float(v) / total if total > 0 else 0.0) for f, v in zip(self.features, per)}
         return res
@@ -179,29 +180,29 @@ def fit_pca_drift(numerical: Mapping[str, np.ndarray], codes: Mapping[str, np.nd
                           components=np.zeros((0, 0)), variance_share=variance_share, explained_share=0.0,
                           mean_error=0.0, row_sigma=0.0, reference_rows=0, chunk_rows=0, sigmas=sigmas,
                           min_rows=min_rows)
-    rows = model.encode(numerical, codes)
-    fit, held = rows[0::2], rows[1::2]
-    bounds = split_even(held.shape[0], chunks, min_chunk_rows)
-    d = rows.shape[1]
-    model.center = fit.mean(axis=0)
-    std = fit.std(axis=0)
+    cols = model.encode(numerical, codes)
+    fit, held = cols[:, 0::2], cols[:, 1::2]
+    bounds = split_even(held.shape[1], chunks, min_chunk_rows)
+    d = cols.shape[0]
+    model.center = fit.mean(axis=1)
+    std = fit.std(axis=1)
     model.scale = np.where(std > 0, std, 1.0)
-    z = (fit - model.center) / model.scale
-    _, sing, vt = np.linalg.svd(z, full_matrices=False)
+    z = (fit - model.center[:, None]) / model.scale[:, None]
+    _, sing, vt = np.linalg.svd(z.T, full_matrices=False)
     var = sing ** 2
     share = np.cumsum(var) / var.sum() if var.sum() > 0 else np.ones_like(var)
     k = int(min(np.searchsorted(share, variance_share - 1e-12) + 1, d - 1))
     model.components = vt[:k]
     model.explained_share = float(share[k - 1])
-    err = np.sqrt((model.residuals(held) ** 2).sum(axis=1))
+    err = np.sqrt((model.residuals(held) ** 2).sum(axis=0))
     per_chunk = np.array([err[a:b].mean() for a, b in bounds])
-    model.chunk_rows = held.shape[0] // len(bounds)
+    model.chunk_rows = held.shape[1] // len(bounds)
     model.mean_error = float(err.mean())
     # The larger of the chunks' spread (which sees slow change inside the
     # reference) and the rows' own (precise when rows are independent: a
     # spread over a few dozen chunks of heavy-tailed errors is often 15 %
     # low, which doubles or triples the false alarms).
     model.row_sigma = float(max(per_chunk.std(ddof=1) * np.sqrt(model.chunk_rows), err.std(ddof=1)))
-    model.reference_rows = int(rows.shape[0])
-    model.calibration_rows = int(held.shape[0])
+    model.reference_rows = int(cols.shape[1])
+    model.calibration_rows = int(held.shape[1])
     return model
