@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import isotonic_regression
 
 CALIBRATION_MODES = ("auto", "always", "never")
 
@@ -80,6 +79,10 @@ class Calibration:
 def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibration:
     """The non-decreasing step function closest (least squares) to the labels
     as a function of the score, reduced to its plateau corners."""
+    # Imported here, not at module level, for start-up cost (as the drift
+    # methods' scipy.stats): importing the exporter stays numpy-only.
+    from scipy.optimize import isotonic_regression
+
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     ux, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
