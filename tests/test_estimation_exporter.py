@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from modelmon.cli import main
 from modelmon.collectors import build_registry
 from modelmon.config import ConfigError, config_from_dict, default_config, load_config
 from modelmon.datasets import load_table
-from modelmon.estimation.sections import positive_indicator
+from modelmon.estimation.sections import column_values, positive_indicator
 from modelmon.events import EventBatch
 from modelmon.pipeline import Pipeline
 from modelmon.sources.simulator import Simulator, generate_features, generate_outputs
@@ -243,3 +244,24 @@ def test_positive_indicator_spellings():
     got = positive_indicator(["1", "0", None, "", 1, 0, 1.0, float("nan"), np.int64(1), True, "yes"], "1")
     assert np.array_equal(got, [1, 0, np.nan, np.nan, 1, 0, 1, np.nan, 1, 0, 0], equal_nan=True)
     assert np.array_equal(positive_indicator(["churn", "stay", 1], "churn"), [1, 0, 0])
+
+
+def test_typed_columns_read_like_lists():
+    """Tables may hold typed columns (float values / codes into a dictionary)."""
+    @dataclass
+    class Num:
+        values: np.ndarray
+        kind: str = "numerical"
+
+    @dataclass
+    class Cat:
+        codes: np.ndarray
+        dictionary: list
+        kind: str = "categorical"
+
+        def __len__(self):
+            return len(self.codes)
+
+    assert list(column_values(Cat(np.array([1, -1, 0]), ["0", "1"]))) == ["1", None, "0"]
+    assert np.array_equal(positive_indicator(Num(np.array([1.0, 0.0, np.nan])), "1"), [1, 0, np.nan], equal_nan=True)
+    assert np.array_equal(positive_indicator(Cat(np.array([1, -1, 0]), ["0", "1"]), "1"), [1, np.nan, 0], equal_nan=True)

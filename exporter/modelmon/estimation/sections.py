@@ -34,6 +34,22 @@ LABEL = "label"
 OUTPUT_COLUMNS = (PREDICTION_FEATURE, SCORE_FEATURE, LABEL)
 
 
+def column_values(col: Any) -> Sequence[Any] | np.ndarray:
+    """A table column's raw values: lists and arrays as they are; a typed
+    column (``kind`` numerical: float ``values``, NaN missing; categorical:
+    ``codes`` into ``dictionary``, -1 missing; empty) as an array or list."""
+    kind = getattr(col, "kind", None)
+    if kind == "numerical":
+        return np.asarray(col.values, dtype=np.float64)
+    if kind == "categorical":
+        lookup = np.array([*col.dictionary, None], dtype=object)
+        codes = np.asarray(col.codes)
+        return lookup[np.where(codes >= 0, codes, len(col.dictionary))]
+    if kind == "empty":
+        return [None] * len(col)
+    return col  # type: ignore[no-any-return]
+
+
 def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) -> np.ndarray:
     """1.0 where the value is the positive class, 0.0 for another class, NaN
     when missing.  Strings are compared as strings (as the exporter codes
@@ -43,6 +59,7 @@ def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) 
         pos_num: float | None = float(positive_class)
     except ValueError:
         pos_num = None
+    values = column_values(values)
 
     def one(v: Any) -> float:
         if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
@@ -56,7 +73,7 @@ def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) 
 
 def scores_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Scores as float64, NaN for missing or non-finite."""
-    s = to_float_array(values).copy()
+    s = to_float_array(column_values(values)).copy()
     s[~np.isfinite(s)] = math.nan
     return s
 
@@ -69,13 +86,14 @@ def encode_features(profile: ReferenceProfile, names: Sequence[str],
     codes: dict[str, np.ndarray] = {}
     for name in names:
         prof = profile.features[name]
+        col = column_values(table[name])
         if isinstance(prof, NumericalProfile):
-            x = to_float_array(table[name]).copy()
+            x = to_float_array(col).copy()
             x[~np.isfinite(x)] = math.nan
             num[name] = x
         else:
             assert isinstance(prof, CategoricalProfile)
-            vals = [None if v is None or v == "" or (isinstance(v, float) and math.isnan(v)) else v for v in table[name]]
+            vals = [None if v is None or v == "" or (isinstance(v, float) and math.isnan(v)) else v for v in col]
             codes[name] = prof.codes(vals)
     return num, codes
 
