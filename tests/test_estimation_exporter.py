@@ -16,7 +16,6 @@ from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.collectors import build_registry
 from modelmon.config import ConfigError, config_from_dict, default_config, load_config
-from modelmon.datasets import load_table
 from modelmon.estimation.sections import column_values, positive_indicator
 from modelmon.events import EventBatch
 from modelmon.pipeline import Pipeline
@@ -25,6 +24,20 @@ from modelmon.sources.simulator import Simulator, generate_features, generate_ou
 FEATURES = [{"name": "age"}, {"name": "income"}, {"name": "credit_score"}, {"name": "session_seconds"},
             {"name": "region", "type": "categorical"}, {"name": "device", "type": "categorical"}]
 NUMERICAL = ["age", "income", "credit_score", "session_seconds"]
+
+
+def read_csv(path):
+    """The file's columns as lists of strings (None for empty cells)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return {h: [r[i] or None for r in rows[1:]] for i, h in enumerate(rows[0])}
+
+
+def write_columns(path, cols):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(cols))
+        w.writerows(zip(*cols.values()))
 
 
 def write_csv(path, n, seed, shift=False):
@@ -54,7 +67,7 @@ def exporter_values(cfg_path, current, clock_start=1000.0):
     prof = load_profile(cfg, 0, cfg.models[0])
     t = [clock_start]
     pipe = Pipeline(cfg, {"m": prof}, clock=lambda: t[0])
-    table = load_table(current)
+    table = read_csv(current)
     n = len(table["age"])
     pipe.submit(EventBatch(
         model="m", timestamps=[t[0]] * n, versions=["1"] * n, ids=[str(i) for i in range(n)],
@@ -95,12 +108,8 @@ def test_exporter_and_batch_command_agree(files, capsys):
         assert g("modelmon_multivariate_drift_feature_error_ratio", feature=feature) == pytest.approx(share, rel=1e-9)
     # Chunk by chunk: a window holding only those rows reports the chunk's numbers.
     assert [c["rows"] for c in doc["chunks"]] == [1000, 1000, 1000]
-    table = load_table(files / "cur.csv")
     chunk_file = files / "chunk.csv"
-    with open(chunk_file, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(table)
-        w.writerows(zip(*[v[1000:2000] for v in table.values()]))
+    write_columns(chunk_file, {k: v[1000:2000] for k, v in read_csv(files / "cur.csv").items()})
     _, g2 = exporter_values(files / "cfg.yml", chunk_file)
     chunk = doc["chunks"][1]
     assert g2("modelmon_quality_estimated_accuracy_ratio") == pytest.approx(chunk["estimated_performance"]["accuracy"]["value"], rel=1e-12)
@@ -137,12 +146,7 @@ def test_table_and_html_sections(files, capsys):
 
 
 def test_missing_output_columns_are_named(files, capsys):
-    table = load_table(files / "ref.csv")
-    with open(files / "noscore.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        names = [k for k in table if k != "score"]
-        w.writerow(names)
-        w.writerows(zip(*[table[k] for k in names]))
+    write_columns(files / "noscore.csv", {k: v for k, v in read_csv(files / "ref.csv").items() if k != "score"})
     assert main(["drift", "--reference", str(files / "noscore.csv"), "--current", str(files / "cur.csv"),
                  "--config", str(files / "cfg.yml")]) == 2
     err = capsys.readouterr().err
@@ -221,12 +225,7 @@ def test_odd_outputs_never_break_the_gauges(files):
 
 
 def test_exporter_start_errors_name_the_reference(files):
-    table = load_table(files / "ref.csv")
-    with open(files / "nolabel.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        names = [k for k in table if k != "label"]
-        w.writerow(names)
-        w.writerows(zip(*[table[k] for k in names]))
+    write_columns(files / "nolabel.csv", {k: v for k, v in read_csv(files / "ref.csv").items() if k != "label"})
     text = (files / "cfg.yml").read_text().replace("path: ref.csv", "path: nolabel.csv")
     (files / "nolabel.yml").write_text(text)
     cfg = load_config(files / "nolabel.yml")
