@@ -34,6 +34,8 @@ from .webauth import web_security
 EVENT_BYTES_FIXED = (8 + 8 + 1) + (8 + 8 + 4 * 8 + 2)
 EVENT_BYTES_NUMERICAL = 8 + 2
 EVENT_BYTES_CATEGORICAL = 2
+#: Performance estimation (CBPE) keeps every served prediction's positive indicator and score.
+EVENT_BYTES_CBPE = 8 + 8
 #: Windows above this share of the machine's memory get a warning.
 MEMORY_WARN_SHARE = 0.5
 
@@ -55,7 +57,8 @@ def window_bytes(model: ModelConfig, max_events: int) -> int:
     feats = model.monitored_features()
     n_num = max(sum(f.type == "numerical" for f in feats), 1)
     n_cat = max(sum(f.type == "categorical" for f in feats), 1)
-    return max_events * (EVENT_BYTES_FIXED + EVENT_BYTES_NUMERICAL * n_num + EVENT_BYTES_CATEGORICAL * n_cat)
+    cbpe = EVENT_BYTES_CBPE if model.performance_estimation.enabled else 0
+    return max_events * (EVENT_BYTES_FIXED + EVENT_BYTES_NUMERICAL * n_num + EVENT_BYTES_CATEGORICAL * n_cat + cbpe)
 
 
 def machine_memory_bytes() -> int | None:
