@@ -20,6 +20,10 @@ label, never changes between windows):
   (numerical) / Jensen-Shannon distance (categorical), drift at >= 0.1;
 - PSI is always added (0.1 warn; the alert rules use 0.25 as critical).
 
+A statistic or p-value that is not finite (NaN, infinity: values too extreme
+for the method) is no verdict: the method's result is None and
+``FeatureReport.errors`` says why.
+
 The first method of a feature is its *primary* method: it decides whether the
 feature counts as drifted for dataset drift, and a feature's own
 ``threshold`` setting applies to it (the other methods keep their defaults,
@@ -35,6 +39,7 @@ small thread pool (numpy releases the GIL while sorting).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -101,9 +106,13 @@ class FeatureReport:
     #: a rare reference category, and the rate is unknown (None).
     new_category_ratio: float | None
     primary: str
-    results: dict[str, DriftResult | None]  # None: fewer values than the method requires
+    #: None: fewer values than the method requires, or an error (``errors``).
+    results: dict[str, DriftResult | None]
     #: Per method: the fewest values the exporter scores it on.
     required: dict[str, int] = field(default_factory=dict)
+    #: Per method: why it has no result although enough values were there
+    #: (a statistic that is not finite: values too extreme for the method).
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def drifted(self) -> bool | None:
@@ -293,15 +302,27 @@ class DriftEngine:
             new_cat = (int(slot_counts[-1]) / n if n else None) if prof.counts[-1] == 0 else None
             cur = CurrentColumn(values=values, counts=slot_counts)
         results: dict[str, DriftResult | None] = {}
+        errors: dict[str, str] = {}
         for (m, thr), impl, gate in zip(plan.methods, plan.impls, plan.gate):
-            results[m] = impl.compute(prof, cur, thr) if n >= gate else None
+            res = impl.compute(prof, cur, thr) if n >= gate else None
+            if res is not None and not _finite(res):
+                errors[m] = (f"{m}: statistic {res.statistic!r}, p-value {res.p_value!r} is not finite "
+                             "(values too extreme for this method)")
+                res = None
+            results[m] = res
         return FeatureReport(
             name=plan.name, type=plan.type, n=n,
             missing_ratio=((size - n) / size) if size else 0.0,
             out_of_range_ratio=oor, new_category_ratio=new_cat,
             primary=plan.methods[0][0] if plan.methods else "", results=results,
-            required={m: r for (m, _), r in zip(plan.methods, plan.required)},
+            required={m: r for (m, _), r in zip(plan.methods, plan.required)}, errors=errors,
         )
+
+
+def _finite(r: DriftResult) -> bool:
+    """A result is a verdict only when its numbers are finite (NaN compares
+    false, so a NaN statistic would otherwise read as "no drift")."""
+    return math.isfinite(r.statistic) and (r.p_value is None or math.isfinite(r.p_value))
 
 
 def _sorted_present(raw: np.ndarray, n: int, codes: np.ndarray | None = None,
