@@ -38,7 +38,7 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
             return prof
-        cols = load_table(path)
+        cols = load_table(path, types={f.name: f.type for f in model.monitored_features()})
         return build_profile(cols, model.monitored_features(), bins=model.drift.bins,
                              sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
     except (OSError, DataError, ValueError) as exc:
