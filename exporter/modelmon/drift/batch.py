@@ -127,19 +127,21 @@ def encode(engine: DriftEngine, table: Table) -> Window:
     cat_profiles = [profs[n] for n in lay.categorical]
     num_slots = max((p.slots for p in num_profiles), default=1)
     cat_slots = max((p.slots for p in cat_profiles), default=1)
-    num = np.full((max(len(num_profiles), 1), rows), math.nan)
-    num_bin = np.full((max(len(num_profiles), 1), rows), -1, dtype=np.int16)
+    # Per-feature arrays (the engine indexes rows): the file's own values are
+    # used without a copy unless they hold infinities (missing, as in the exporter).
+    num: list[np.ndarray] = []
+    num_bin: list[np.ndarray] = []
     num_counts = np.zeros((max(len(num_profiles), 1), num_slots), dtype=np.int64)
     for i, prof in enumerate(num_profiles):
         assert isinstance(prof, NumericalProfile)
         col = table[prof.name]
-        if isinstance(col, NumericColumn):
-            x = num[i]
-            np.copyto(x, col.values)
-            x[~np.isfinite(x)] = math.nan
-            idx = prof.bin_index(x)
-            num_bin[i] = idx
-            num_counts[i, : prof.slots] = np.bincount(idx[idx >= 0], minlength=prof.slots)
+        x = col.values if isinstance(col, NumericColumn) else np.full(rows, math.nan)
+        if np.isinf(x).any():
+            x = np.where(np.isinf(x), math.nan, x)
+        idx = prof.bin_index(x).astype(np.int16)
+        num.append(x)
+        num_bin.append(idx)
+        num_counts[i, : prof.slots] = np.bincount(idx[idx >= 0], minlength=prof.slots)
     cat = np.full((max(len(cat_profiles), 1), rows), -1, dtype=np.int32)
     cat_counts = np.zeros((max(len(cat_profiles), 1), cat_slots), dtype=np.int64)
     for i, prof in enumerate(cat_profiles):
@@ -149,7 +151,8 @@ def encode(engine: DriftEngine, table: Table) -> Window:
             codes = prof.column_codes(col)
             cat[i] = codes
             cat_counts[i, : prof.slots] = np.bincount(codes[codes >= 0], minlength=prof.slots)
-    return Window(size=rows, columns={"num": num, "num_bin": num_bin, "cat": cat}, counts={"num_bin": num_counts, "cat": cat_counts})
+    return Window(size=rows, columns={"num": num, "num_bin": num_bin, "cat": cat},  # type: ignore[dict-item]
+                  counts={"num_bin": num_counts, "cat": cat_counts})
 
 
 def run(
@@ -207,6 +210,7 @@ def run(
                                     top_k=drift.top_k_categories)
         except ValueError as exc:
             raise BatchInputError(f"{reference}: {exc}") from None
+        del ref  # the profile holds what scoring needs; free the raw columns before encoding the current file
     optional = set(optional)
     features = [f for f in features if f.name in cur or f.name not in optional]
     if not features:
