@@ -160,7 +160,19 @@ def load_table(
     cols: dict[str, Column] = {}
     for name, arr in zip(names, table.columns):
         cols[name] = _column(p, name, arr, types.get(name), on_non_numeric)
-    return Table(path=p, rows=int(table.num_rows), columns=cols)
+    rows = int(table.num_rows)
+    del table, arr
+    _release_arrow_memory()
+    return Table(path=p, rows=rows, columns=cols)
+
+
+def _release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the system: an exporter that
+    profiled a large reference at start-up should not keep the file's
+    memory for its whole life."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 # --------------------------------------------------------------------------- readers

@@ -448,11 +448,11 @@ def build_numerical(name: str, values: Sequence[Any] | np.ndarray | NumericColum
         raise ValueError(f"feature {name!r}: no numerical values in the reference data")
     s.sort()
     n = len(s)
-    change = np.flatnonzero(s[1:] != s[:-1]) + 1
+    differs = s[1:] != s[:-1]
     limit = bins if discrete_max is None else discrete_max
-    discrete = len(change) + 1 <= limit
+    discrete = int(np.count_nonzero(differs)) + 1 <= limit
     if discrete:
-        v = s[np.concatenate(([0], change))]
+        v = s[np.concatenate(([0], np.flatnonzero(differs) + 1))]
         edges = np.concatenate(([v[0]], v[:-1] / 2 + v[1:] / 2, [v[-1]])) if len(v) > 1 else np.array([v[0], v[0]])
     else:
         edges = np.unique(sorted_quantiles(s, np.linspace(0.0, 1.0, bins + 1)))
