@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 1M-row cases")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}, cores: {os.cpu_count()}")
     tmp = Path(tempfile.mkdtemp(prefix="modelmon-bench-"))
     try:
         rng = np.random.default_rng(1)
@@ -258,7 +258,8 @@ def main() -> None:
 
         import pyarrow
 
-        size = subprocess.run(["du", "-sh", os.path.dirname(pyarrow.__file__)], capture_output=True, text=True).stdout.split()[0]
+        size = subprocess.run(["du", "-sh", os.path.dirname(pyarrow.__file__)], capture_output=True, text=True,
+                              check=True).stdout.split()[0]
         imp = timed([sys.executable, "-c", "import pyarrow, pyarrow.csv, pyarrow.compute"], args.repeat)
         print(f"\npyarrow {pyarrow.__version__}: {size} installed; import pyarrow + csv + compute {med(imp)} "
               f"(python -c pass {med(start)})")

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
-
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.drift.reference import ReferenceProfile, build_numerical
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
 
 
 def write_csv(path: Path, cols: dict[str, list]) -> Path:
@@ -62,14 +61,14 @@ def test_binary_feature_shift_is_seen_by_psi_js_and_the_bin_counters(tmp_path: P
     write_csv(tmp_path / "cur.csv", {"x": cur.tolist()})
     r_counts = [int((ref == 0).sum()), int((ref == 1).sum())]
     c_counts = [int((cur == 0).sum()), int((cur == 1).sum())]
-    code, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
-                         "--method", "psi")
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                      "--method", "psi")
     x = doc["features"]["x"]
     # two value slots plus two empty out-of-range slots (floored on both sides: 0)
     assert x["statistic"] == pytest.approx(psi_by_hand(r_counts, c_counts), rel=1e-9)
     assert x["statistic"] > 0.9 and x["drifted"] is True
-    code, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
-                         "--method", "jensenshannon")
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                      "--method", "jensenshannon")
     assert doc["features"]["x"]["statistic"] == pytest.approx(jensenshannon(r_counts, c_counts, base=2), rel=1e-9)
     # The exporter's fleet counters use the same slots: one per value.
     prof = build_numerical("x", ref.astype(float), bins=10)
@@ -126,7 +125,7 @@ def test_missing_value_spellings_keep_a_column_numerical(tmp_path: Path, capsys)
     cur = [float(v) for v in rng.normal(0.3, 1, 300)]
     write_csv(tmp_path / "ref.csv", {"x": ref})
     write_csv(tmp_path / "cur.csv", {"x": cur})
-    code, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"))
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"))
     x = doc["features"]["x"]
     assert (x["type"], x["method"]) == ("numerical", "ks")
     present = np.array([v for v in ref if isinstance(v, float)])

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from modelmon.config import FeatureConfig
 from modelmon.drift import registry
 from modelmon.drift.reference import build_profile

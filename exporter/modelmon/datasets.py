@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -363,7 +365,7 @@ def categorical_from_values(values: Any) -> CategoricalColumn:
     the simulator and tests pass them): None, NaN and the missing spellings
     are -1, the rest compared as strings."""
     arr = np.asarray(values, dtype=object)
-    present = np.array([not (v is None or (isinstance(v, float) and v != v)) for v in arr], dtype=bool) \
+    present = np.array([not (v is None or (isinstance(v, float) and math.isnan(v))) for v in arr], dtype=bool) \
         if arr.size else np.zeros(0, dtype=bool)
     text = arr[present].astype(str)
     dictionary, inverse = np.unique(text, return_inverse=True)

@@ -25,7 +25,14 @@ import json
 import sys
 from typing import Any
 
-from .config import Config, ConfigError, DriftConfig, FeatureConfig, ModelConfig, load_config
+from .config import (
+    Config,
+    ConfigError,
+    DriftConfig,
+    FeatureConfig,
+    ModelConfig,
+    load_config,
+)
 
 #: The registered drift methods, for the help text only (importing the
 #: registry loads numpy); tests check it against the registry.

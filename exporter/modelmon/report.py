@@ -20,14 +20,20 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .datasets import CategoricalColumn, EmptyColumn, Table
-from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .datasets import CategoricalColumn, EmptyColumn, NumericColumn, Table
+from .drift.reference import (
+    CategoricalProfile,
+    NumericalProfile,
+    ReferenceProfile,
+    to_float_array,
+)
 
 NUMERICAL_BINS = 30
 
@@ -84,14 +90,17 @@ def histograms(profile: ReferenceProfile, current: Mapping[str, Sequence[Any]] |
     out: dict[str, Histogram] = {}
     for name in features:
         prof = profile.features.get(name)
-        if prof is None or name not in current or isinstance(current[name], EmptyColumn):
+        if prof is None or name not in current:
             continue
-        if isinstance(prof, NumericalProfile) and isinstance(current[name], CategoricalColumn):
-            continue  # reported as an unusable column
+        col = current[name]
         if isinstance(prof, NumericalProfile):
-            out[name] = numerical_histogram(prof, current[name])
+            if isinstance(col, (CategoricalColumn, EmptyColumn)):
+                continue  # reported as an unusable column
+            out[name] = numerical_histogram(prof, col.values if isinstance(col, NumericColumn) else col)
         else:
-            out[name] = categorical_histogram(prof, current[name])
+            if isinstance(col, (NumericColumn, EmptyColumn)):
+                continue
+            out[name] = categorical_histogram(prof, col)
     return out
 
 
@@ -110,8 +119,8 @@ def svg_chart(h: Histogram) -> str:
     top = max(max(h.reference, default=0.0), max(h.current, default=0.0)) or 1.0
     plot_w, plot_h = _W - _PAD_L - 8, _H - _PAD_B - _PAD_T
     bw = plot_w / max(n, 1)
-    parts = [f'<svg class="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
-             f'aria-label="{html.escape(h.feature)}: reference vs current distribution">']
+    parts = [(f'<svg class="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
+              f'aria-label="{html.escape(h.feature)}: reference vs current distribution">')]
     y0 = _PAD_T + plot_h
     for frac, label in ((0.0, "0"), (0.5, f"{top / 2:.0%}" if top < 1 else f"{top / 2:.2g}"), (1.0, f"{top:.0%}")):
         y = y0 - frac * plot_h

@@ -35,8 +35,8 @@ minutes", the same thing Prometheus's ``rate()`` looks at.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -217,7 +217,7 @@ class TimeWindow:
                 self._evict(now)
             return float(self._ordered(self._weight).sum()) if self._size else 0.0
 
-    def snapshot(self, now: float | None = None, columns: tuple[str, ...] | None = None) -> "WindowSnapshot":
+    def snapshot(self, now: float | None = None, columns: tuple[str, ...] | None = None) -> WindowSnapshot:
         """A consistent copy of the live rows (oldest first) and their counts."""
         with self._lock:
             if now is not None:

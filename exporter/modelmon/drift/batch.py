@@ -17,16 +17,32 @@ are given the same profile file.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import DriftConfig, FeatureConfig
-from ..datasets import CategoricalColumn, DataError, EmptyColumn, NumericColumn, Table, categorical_from_values, load_table
+from ..datasets import (
+    CategoricalColumn,
+    DataError,
+    EmptyColumn,
+    NumericColumn,
+    Table,
+    categorical_from_values,
+    load_table,
+)
 from .engine import DriftEngine, DriftReport
-from .reference import CategoricalProfile, NumericalProfile, ProfileError, ReferenceProfile, build_profile, to_float_array
+from .reference import (
+    CategoricalProfile,
+    NumericalProfile,
+    ProfileError,
+    ReferenceProfile,
+    build_profile,
+    to_float_array,
+)
 
 
 class BatchInputError(ValueError):

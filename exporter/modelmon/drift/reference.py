@@ -58,14 +58,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..datasets import CategoricalColumn, EmptyColumn, NumericColumn, Table, categorical_from_values
+from ..datasets import (
+    CategoricalColumn,
+    EmptyColumn,
+    NumericColumn,
+    Table,
+    categorical_from_values,
+)
 
 OTHER = "__other__"
 PROFILE_FORMAT = "modelmon-reference-profile"
@@ -376,7 +383,7 @@ def _load_categorical(name: str, d: Mapping[str, Any], where: str) -> Categorica
 # --------------------------------------------------------------------------- build
 
 
-def to_float_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+def to_float_array(values: Sequence[Any] | np.ndarray | NumericColumn) -> np.ndarray:
     """Numerical in-memory values (event batches) as float64 with NaN for
     missing or unparsable values.  Files go through :mod:`modelmon.datasets`."""
     if isinstance(values, NumericColumn):
@@ -520,8 +527,8 @@ def build_profile(
             raise ValueError(f"feature {f.name!r} is not a column of the reference data")
         col = cols[f.name]
         rows = max(rows, len(col))
-        if isinstance(col, EmptyColumn):
-            raise ValueError(f"feature {f.name!r}: no values in the reference data (all {len(col)} missing)")
+        if isinstance(col, EmptyColumn):  # ValueError, as every bad-data case here (callers catch one type)
+            raise ValueError(f"feature {f.name!r}: no values in the reference data (all {len(col)} missing)")  # noqa: TRY004
         if f.type == "numerical":
             if isinstance(col, CategoricalColumn):
                 raise ValueError(f"feature {f.name!r}: a text column cannot be a numerical feature")

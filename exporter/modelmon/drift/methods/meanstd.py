@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import CurrentColumn, DriftMethod, DriftResult
-from ..reference import NumericalProfile
-from ..reference import safe_moments
+from ..reference import NumericalProfile, safe_moments
 from ..registry import register
 from .wasserstein import changed_share
 

@@ -43,6 +43,7 @@ from ..base import CurrentColumn, DriftMethod, DriftResult
 from ..reference import NumericalProfile
 from ..registry import register
 
+
 def wasserstein_sorted(u: np.ndarray, v: np.ndarray, unit: float = 1.0) -> float:
     """W1 between two *sorted* samples (any sizes >= 1), in units of ``unit``
     (values are divided by it first, so the sums stay finite for extreme values)."""
