@@ -15,6 +15,8 @@ from modelmon.config import FeatureConfig
 from modelmon.drift import registry
 from modelmon.drift.reference import build_profile
 from modelmon.drift_cli import METHOD_NAMES
+from modelmon.quality import average_ranks
+from scipy.stats import rankdata
 
 pytestmark = pytest.mark.e2e  # starts Python subprocesses that import modelmon
 
@@ -48,3 +50,14 @@ def test_profile_reference_does_not_load_pyarrow(tmp_path: Path) -> None:
         "assert load_profile(cfg, 0, cfg.models[0]).rows == 500"
     )
     assert "pyarrow" not in loaded_after(code)
+
+
+def test_exporter_imports_no_scipy_or_pyarrow() -> None:
+    """scipy loads on the first KS / chi-square p-value, pyarrow on the first data file."""
+    assert loaded_after("import modelmon.app, modelmon.cli") == ["numpy"]
+
+
+def test_average_ranks_equal_scipy_rankdata() -> None:
+    rng = np.random.default_rng(1)
+    for x in (rng.integers(0, 4, 500).astype(float), rng.normal(size=301), np.array([3.0]), np.full(5, 2.0)):
+        assert np.array_equal(average_ranks(x), rankdata(x))

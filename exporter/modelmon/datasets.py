@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,21 +360,20 @@ def _parse_numbers(col: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:
 
 
 def categorical_from_values(values: Any) -> CategoricalColumn:
-    """A categorical column from in-memory values (lists or object arrays, as
-    the simulator and tests pass them): None, NaN and the missing spellings
-    are -1, the rest compared as strings."""
-    arr = np.asarray(values, dtype=object)
-    present = np.array([not (v is None or (isinstance(v, float) and math.isnan(v))) for v in arr], dtype=bool) \
-        if arr.size else np.zeros(0, dtype=bool)
-    text = arr[present].astype(str)
-    dictionary, inverse = np.unique(text, return_inverse=True)
-    codes = np.full(len(arr), -1, dtype=np.int32)
-    codes[present] = inverse.astype(np.int32)
-    col = CategoricalColumn(codes, [str(d) for d in dictionary])
-    null_mask = np.isin(np.asarray(col.dictionary, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
-    if null_mask.any():
-        keep = ~null_mask
-        remap = np.full(len(col.dictionary) + 1, -1, dtype=np.int32)
-        remap[: len(col.dictionary)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
-        col = CategoricalColumn(remap[codes], [d for d, k in zip(col.dictionary, keep) if k])
-    return col
+    """A categorical column from in-memory values (lists or numpy arrays, as
+    the simulator and tests pass them), compared as strings.  None and NaN
+    read as "None" and "nan", which are missing spellings, so they are -1
+    like the other spellings; no Python loop per value (numpy's C ``astype``
+    and ``unique``)."""
+    arr = np.asarray(values)
+    text = arr if arr.dtype.kind == "U" else arr.astype(str)
+    dictionary, inverse = np.unique(text.reshape(-1), return_inverse=True)
+    codes = inverse.reshape(-1).astype(np.int32)
+    names = [str(d) for d in dictionary]  # one entry per distinct value
+    null_mask = np.isin(np.asarray(names, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
+    if not null_mask.any():
+        return CategoricalColumn(codes, names)
+    keep = ~null_mask
+    remap = np.full(len(names) + 1, -1, dtype=np.int32)
+    remap[: len(names)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    return CategoricalColumn(remap[codes], [d for d, k in zip(names, keep) if k])
