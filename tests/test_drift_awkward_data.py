@@ -252,3 +252,17 @@ def test_non_numeric_value_in_a_numerical_reference_column_is_an_error(tmp_path:
     assert "column 'x': non-numeric value '12,5'" in capsys.readouterr().err
     code, _, err = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "ref.csv"))
     assert code == 2 and "'12,5'" in err
+
+
+def test_discrete_limit_is_configurable(tmp_path: Path) -> None:
+    """12 distinct values: quantile bins with the default limit (bins = 10),
+    one slot per value with drift.discrete_max_values: 12."""
+    x = np.tile(np.arange(12, dtype=float), 50)
+    write_csv(tmp_path / "ref.csv", {"x": x.tolist()})
+    profiles = []
+    for limit in (0, 12):
+        cfg = config_from_dict({"models": [{"name": "m", "features": [{"name": "x"}], "reference": {"path": "ref.csv"},
+                                            "drift": {"discrete_max_values": limit}}]}, source=str(tmp_path / "m.yml"))
+        profiles.append(load_profile(cfg, 0, cfg.models[0]).features["x"])
+    assert not profiles[0].discrete and profiles[1].discrete
+    assert profiles[1].counts.tolist() == [0] + [50] * 12 + [0]

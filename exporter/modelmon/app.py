@@ -40,6 +40,7 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             return prof
         cols = load_table(path, types={f.name: f.type for f in model.monitored_features()})
         return build_profile(cols, model.monitored_features(), bins=model.drift.bins,
+                             discrete_max=model.drift.discrete_max_values or None,
                              sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),

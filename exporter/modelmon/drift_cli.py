@@ -143,7 +143,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
             if value < low:
                 raise batch.BatchInputError(f"{flag}: must be >= {low}")
         try:
-            profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k)
+            profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k,
+                                    discrete_max=drift_cfg.discrete_max_values or None)
         except ValueError as exc:
             raise batch.BatchInputError(f"{args.data}: {exc}") from None
         profile.save(args.output)

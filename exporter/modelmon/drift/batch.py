@@ -223,7 +223,7 @@ def run(
         usable = [f for f in features if f.name not in errors]
         try:
             profile = build_profile(ref, usable, bins=drift.bins, sample_size=max(drift.reference_sample_size, ref.rows),
-                                    top_k=drift.top_k_categories)
+                                    top_k=drift.top_k_categories, discrete_max=drift.discrete_max_values or None)
         except ValueError as exc:
             raise BatchInputError(f"{reference}: {exc}") from None
         del ref  # the profile holds what scoring needs; free the raw columns before encoding the current file
