@@ -16,6 +16,7 @@ import pytest
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.config import ConfigError, config_from_dict
+from modelmon.drift.methods.wasserstein import wasserstein_sorted
 from modelmon.drift.reference import ReferenceProfile, build_numerical
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
@@ -266,3 +267,10 @@ def test_discrete_limit_is_configurable(tmp_path: Path) -> None:
         profiles.append(load_profile(cfg, 0, cfg.models[0]).features["x"])
     assert not profiles[0].discrete and profiles[1].discrete
     assert profiles[1].counts.tolist() == [0] + [50] * 12 + [0]
+
+
+@pytest.mark.parametrize("n,m", [(2000, 2000), (250_001, 3000), (250_001, 250_001)])
+def test_wasserstein_matches_scipy_for_equal_and_large_sizes(n: int, m: int) -> None:
+    rng = np.random.default_rng(n + m)
+    a, b = np.sort(rng.lognormal(0, 1, n)), np.sort(rng.normal(1, 2, m))
+    assert wasserstein_sorted(a, b) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9)
