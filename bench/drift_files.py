@@ -100,8 +100,10 @@ print(time.perf_counter() - t)
 """
 
 IN_MEMORY = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
+def hwm():  # peak RSS of this process image (ru_maxrss would include the parent's at fork)
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
 sys.path.insert(0, sys.argv[1])
 n, n_num, n_cat = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 from bench_data import make_columns
@@ -111,7 +113,7 @@ from modelmon.drift.batch import encode
 from modelmon.drift.engine import DriftEngine
 from modelmon.drift.reference import build_profile
 from pathlib import Path
-rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss_imports = hwm()
 rng = np.random.default_rng(0)
 def table(cols):
     out = {}
@@ -120,7 +122,7 @@ def table(cols):
     return Table(Path("mem"), n, out)
 ref, cur = table(make_columns(rng, n, n_num, n_cat)), table(make_columns(rng, n, n_num, n_cat, shift=0.2))
 input_bytes = sum((c.values.nbytes if isinstance(c, NumericColumn) else c.codes.nbytes) for t in (ref, cur) for c in t.columns.values())
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
 feats = [FeatureConfig(name=k, type="numerical" if k.startswith("n") else "categorical") for k in ref.columns]
 cfg = DriftConfig()
 times = []
@@ -132,7 +134,7 @@ for _ in range(int(sys.argv[5])):
     rep = eng.compute("batch", w.size, w.columns, w.counts)
     times.append(time.perf_counter() - t)
     del prof, eng, w
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 t = time.perf_counter()
 for c in list(ref.columns.values()) + list(cur.columns.values()):
     np.sort(c.values if isinstance(c, NumericColumn) else c.codes)
