@@ -15,9 +15,16 @@ import numpy as np
 import pytest
 from modelmon.app import load_profile
 from modelmon.cli import main
-from modelmon.config import ConfigError, config_from_dict
+from modelmon.config import ConfigError, FeatureConfig, config_from_dict
 from modelmon.drift.methods.wasserstein import wasserstein_sorted
-from modelmon.drift.reference import ReferenceProfile, build_numerical
+from modelmon.drift.reference import (
+    ProfileError,
+    ReferenceProfile,
+    build_numerical,
+    build_profile,
+    register_section,
+    unregister_section,
+)
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -274,3 +281,24 @@ def test_wasserstein_matches_scipy_for_equal_and_large_sizes(n: int, m: int) -> 
     rng = np.random.default_rng(n + m)
     a, b = np.sort(rng.lognormal(0, 1, n)), np.sort(rng.normal(1, 2, m))
     assert wasserstein_sorted(a, b) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9)
+
+
+def test_sections_are_saved_hashed_and_validated(tmp_path: Path) -> None:
+    prof = build_profile({"x": np.arange(50.0)}, [FeatureConfig(name="x")])
+    before = prof.hash
+    prof.set_section("demo", {"version": 1, "weights": [0.5, 0.25]})
+    assert prof.hash != before
+    prof.save(tmp_path / "p.json")
+    back = ReferenceProfile.load(tmp_path / "p.json")
+    assert back.sections == {"demo": {"version": 1, "weights": [0.5, 0.25]}} and back.hash == prof.hash
+
+    def check(value: object, where: str) -> None:
+        if not isinstance(value, dict) or value.get("version") != 2:
+            raise ProfileError(f"{where}.version: expected 2")
+
+    register_section("demo", check)
+    try:
+        with pytest.raises(ProfileError, match=r"p\.json: sections\['demo'\]\.version: expected 2"):
+            ReferenceProfile.load(tmp_path / "p.json")
+    finally:
+        unregister_section("demo")

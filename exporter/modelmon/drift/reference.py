@@ -49,8 +49,9 @@ refused at start-up instead of failing a scrape later.
 Extensions.  ``sections`` holds further per-profile data (e.g. a
 multivariate model of the reference) as JSON values keyed by section name.
 They are saved, loaded and covered by the hash.  A module that owns a
-section registers a validator with :func:`register_section`, which loading
-calls with the section's value; unknown sections are kept as they are.
+section attaches it with :meth:`ReferenceProfile.set_section` and registers
+a validator with :func:`register_section`, which loading calls with the
+section's value; unknown sections are kept as they are.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ def register_section(name: str, validate: Callable[[Any, str], None]) -> None:
     """Validate section ``name`` on load with ``validate(value, where)``;
     ``where`` is ``"FILE: sections['NAME']"`` for messages."""
     _SECTIONS[name] = validate
+
+
+def unregister_section(name: str) -> None:
+    """Stop validating section ``name`` (tests, plugins being unloaded)."""
+    _SECTIONS.pop(name, None)
 
 
 @dataclass
@@ -214,6 +220,11 @@ class ReferenceProfile:
         self.features = features
         self.rows = int(rows)
         self.sections: dict[str, Any] = dict(sections or {})
+
+    def set_section(self, name: str, content: Any) -> None:
+        """Attach section ``name`` (a JSON value); the hash covers it."""
+        self.sections[name] = content
+        self.__dict__.pop("hash", None)  # recomputed on next access
 
     @cached_property
     def hash(self) -> str:
