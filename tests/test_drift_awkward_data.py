@@ -302,3 +302,25 @@ def test_sections_are_saved_hashed_and_validated(tmp_path: Path) -> None:
             ReferenceProfile.load(tmp_path / "p.json")
     finally:
         unregister_section("demo")
+
+
+def test_readers_types_and_missing_spellings_agree_across_formats(tmp_path: Path) -> None:
+    from modelmon.datasets import (
+        CategoricalColumn,
+        EmptyColumn,
+        NumericColumn,
+        load_table,
+    )
+
+    (tmp_path / "a.csv").write_text(" x ,code,e\n1.5,007,\nNA,010,\nnull,007,\n2,N/A,\n")
+    t = load_table(tmp_path / "a.csv", types={"code": "categorical"})
+    assert list(t.columns) == ["x", "code", "e"]  # header names stripped
+    assert isinstance(t["x"], NumericColumn) and np.isnan(t["x"].values).tolist() == [False, True, True, False]
+    code = t["code"]
+    assert isinstance(code, CategoricalColumn)
+    assert [code.dictionary[c] if c >= 0 else None for c in code.codes] == ["007", "010", "007", None]
+    assert isinstance(t["e"], EmptyColumn)
+    # JSON lines mixing numbers and missing spellings in one column (Arrow cannot type it)
+    (tmp_path / "a.jsonl").write_text('{"x": 1.5}\n{"x": "NA"}\n{"x": null}\n{"x": 2}\n')
+    j = load_table(tmp_path / "a.jsonl")
+    assert isinstance(j["x"], NumericColumn) and np.isnan(j["x"].values).tolist() == [False, True, True, False]

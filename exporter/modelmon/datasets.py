@@ -193,7 +193,7 @@ def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
     if any(not h for h in stripped):
         raise DataError(f"{p}: empty column name in the header (column {stripped.index('') + 1})")
     # Categorical features stay text (a code "007" keeps its zeros).
-    column_types = {raw: pa.string() for raw, s in zip(header, stripped) if types.get(s) == "categorical"}
+    column_types = {s: pa.string() for s in stripped if types.get(s) == "categorical"}
     bad_rows: list[Any] = []
 
     def invalid_row(row: Any) -> str:
@@ -207,7 +207,7 @@ def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
             parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
             convert_options=pacsv.ConvertOptions(
                 null_values=list(NULL_SPELLINGS), strings_can_be_null=True, quoted_strings_can_be_null=True,
-                column_types={stripped[header.index(raw)]: t for raw, t in column_types.items()},
+                column_types=column_types,
             ),
         )
     except pa.ArrowInvalid as exc:
