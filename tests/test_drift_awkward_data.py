@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from modelmon.app import load_profile
 from modelmon.cli import main
-from modelmon.config import ConfigError, FeatureConfig, config_from_dict
+from modelmon.config import ConfigError, DriftConfig, FeatureConfig, config_from_dict
+from modelmon.drift.batch import encode, table_from_columns
+from modelmon.drift.engine import DriftEngine
 from modelmon.drift.methods.wasserstein import wasserstein_sorted
 from modelmon.drift.reference import (
     ProfileError,
@@ -324,3 +326,19 @@ def test_readers_types_and_missing_spellings_agree_across_formats(tmp_path: Path
     (tmp_path / "a.jsonl").write_text('{"x": 1.5}\n{"x": "NA"}\n{"x": null}\n{"x": 2}\n')
     j = load_table(tmp_path / "a.jsonl")
     assert isinstance(j["x"], NumericColumn) and np.isnan(j["x"].values).tolist() == [False, True, True, False]
+
+
+def test_exporter_engine_drops_a_non_finite_score_and_logs_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(12)
+    feats = [FeatureConfig(name="x", methods=["wasserstein", "psi"])]
+    prof = build_profile({"x": rng.normal(0, 0.1, 3000)}, feats)
+    engine = DriftEngine(feats, prof, DriftConfig())
+    win = encode(engine, table_from_columns({"x": np.concatenate([np.full(900, 1.7e308), rng.normal(0, 0.1, 2100)])}))
+    with caplog.at_level("WARNING", logger="modelmon.drift.engine"):
+        for _ in range(3):
+            rep = engine.compute("5m", win.size, win.columns, win.counts)
+    x = rep.features["x"]
+    assert x.results["wasserstein"] is None and "not finite" in x.errors["wasserstein"]
+    assert x.results["psi"] is not None and x.drifted is None  # primary has no verdict: not evaluated
+    assert rep.evaluated_features == 0
+    assert [r.getMessage() for r in caplog.records] == ["drift score not reported"]

@@ -242,7 +242,7 @@ def run(
     if not scored:
         raise BatchInputError("no feature can be scored: " + "; ".join(errors.values()))
     try:
-        engine = DriftEngine(scored, profile, drift, dataset_share_threshold, force_method=method)
+        engine = DriftEngine(scored, profile, drift, dataset_share_threshold, force_method=method, log_errors=False)
     except (KeyError, ValueError) as exc:
         raise BatchInputError(str(exc).strip("'\"")) from None
     win = encode(engine, cur)

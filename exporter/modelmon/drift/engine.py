@@ -39,6 +39,7 @@ small thread pool (numpy releases the GIL while sorting).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -144,6 +145,8 @@ class FeatureLayout:
         self.row.update({name: i for i, name in enumerate(self.categorical)})
 
 
+log = logging.getLogger(__name__)
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -168,6 +171,7 @@ class DriftEngine:
         force_method: str | None = None,
         min_samples: int | None = None,
         workers: int = DEFAULT_WORKERS,
+        log_errors: bool = True,
     ):
         """``force_method`` replaces the methods of every feature it applies to
         (the others keep their configured or default methods).  Each method
@@ -182,6 +186,8 @@ class DriftEngine:
         self.min_samples = max(1, cfg.min_samples if min_samples is None else min_samples)
         self.method_floors = min_samples is None
         self.workers = max(1, workers)
+        #: Log each feature's first non-finite result (the batch command reports them itself).
+        self.log_errors = log_errors
         if force_method is not None:
             registry.get(force_method)  # unknown name: KeyError listing the known ones
         self.plans: list[FeaturePlan] = []
@@ -209,6 +215,8 @@ class DriftEngine:
                                needs_values=any(i.needs_values for i in impls), required=required, gate=gate)
             self.plans.append(plan)
         self.plans_by_name = {p.name: p for p in self.plans}
+        #: (feature, method) pairs whose non-finite result was logged once.
+        self._logged_errors: set[tuple[str, str]] = set()
         self.needs_values = any(p.needs_values for p in self.plans)
         #: The window columns :meth:`compute` reads (besides the counts): what
         #: a window snapshot must copy.
@@ -309,6 +317,9 @@ class DriftEngine:
             if res is not None and not _finite(res):
                 errors[m] = (f"{m}: statistic {res.statistic!r}, p-value {res.p_value!r} is not finite "
                              "(values too extreme for this method)")
+                if self.log_errors and (plan.name, m) not in self._logged_errors:  # once, not per scrape
+                    self._logged_errors.add((plan.name, m))
+                    log.warning("drift score not reported", extra={"feature": plan.name, "reason": errors[m]})
                 res = None
             results[m] = res
         return FeatureReport(
