@@ -72,10 +72,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     if args.method is not None and args.method not in registry.names():
         return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
+    from .estimation import batch as label_free
+    from .estimation.sections import fit_sections, load_estimators
+
     features = None
     optional: set[str] = set()
     drift_cfg = DriftConfig()
     share = 0.5
+    model: ModelConfig | None = None
+    if args.chunk_size is not None and args.chunk_size < 1:
+        return _error("--chunk-size: must be >= 1")
     try:
         if args.config:
             cfg = load_config(args.config)
@@ -85,11 +91,24 @@ def cmd_drift(args: argparse.Namespace) -> int:
             # Output columns watched for prediction drift are optional in files.
             names = {f.name for f in model.features}
             optional = {f.name for f in features if f.name not in names}
+        enabled = model is not None and (model.performance_estimation.enabled or model.multivariate_drift.enabled)
+        if args.chunk_size is not None and not enabled:
+            raise ConfigError("--chunk-size reports performance estimation and multivariate drift: "
+                              "enable them for the model in --config")
+        prepare = (lambda prof, table: fit_sections(prof, table, model)) if enabled and model is not None else None
         result = batch.run(args.reference, args.current, features=features, drift=drift_cfg,
-                           method=args.method, dataset_share_threshold=share, optional=optional)
-    except (ConfigError, DataError, batch.BatchInputError) as exc:
+                           method=args.method, dataset_share_threshold=share, optional=optional,
+                           prepare_profile=prepare)
+        doc = batch.report_json(result)
+        if enabled and model is not None:
+            try:
+                estimators = load_estimators(result.profile, model)
+            except ValueError as exc:
+                raise batch.BatchInputError(f"{args.reference}: {exc}") from None
+            doc.update(label_free.evaluate(estimators, result.profile, result.current, model, result.current.rows,
+                                           chunk_size=args.chunk_size, path=args.current))
+    except (ConfigError, DataError, batch.BatchInputError, label_free.LabelFreeInputError) as exc:
         return _error(str(exc))
-    doc = batch.report_json(result)
     if args.format == "html":  # self-contained page with charts (modelmon.report)
         from .report import write_report
 
@@ -97,7 +116,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     elif args.format == "json":
         text = json.dumps(doc, indent=2, allow_nan=False)
     else:
-        text = batch.report_table(doc)
+        text = "\n".join([batch.report_table(doc), *label_free.table_lines(doc)])
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:
@@ -109,7 +128,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     for name, f in doc["features"].items():
         if f["status"] == "error":
             print(f"modelmon: warning: feature {name!r} not scored: {f['error']}", file=sys.stderr)
-    if args.fail_on_drift and doc["dataset"]["drifted"]:
+    if args.fail_on_drift and (doc["dataset"]["drifted"] or label_free.any_drifted(doc)):
         return 1
     return EXIT_UNUSABLE if doc["dataset"]["unusable_features"] else 0
 
@@ -119,6 +138,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     from .datasets import CategoricalColumn, DataError, load_table
     from .drift import batch
     from .drift.reference import build_profile
+    from .estimation.sections import fit_sections
 
     drift_cfg = DriftConfig()
     try:
@@ -145,6 +165,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         try:
             profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k,
                                     discrete_max=drift_cfg.discrete_max_values or None)
+            if args.config:
+                fit_sections(profile, table, model)  # the label-free estimators the model enables
         except ValueError as exc:
             raise batch.BatchInputError(f"{args.data}: {exc}") from None
         profile.save(args.output)
@@ -155,6 +177,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "profile": str(args.output), "rows": profile.rows, "hash": profile.hash,
         "features": {n: p.type for n, p in profile.features.items()},
+        "sections": sorted(profile.sections),
     }
     print(json.dumps(summary) if args.json else
           f"wrote {args.output}: {len(profile.features)} features, {profile.rows} rows, hash {profile.hash}")
@@ -181,6 +204,9 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--config", "--config.file", dest="config", metavar="FILE",
                    help="exporter config: feature types, methods, thresholds and bins of a model")
     d.add_argument("--model", metavar="NAME", help="model of --config (default: its only model with features)")
+    d.add_argument("--chunk-size", type=int, metavar="N",
+                   help="also report estimated performance and multivariate drift per consecutive chunk of N rows "
+                        "(needs them enabled in --config)")
     d.set_defaults(func=cmd_drift)
 
     r = sub.add_parser("reference", help="reference profiles")

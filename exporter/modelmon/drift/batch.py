@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -179,6 +179,7 @@ def run(
     method: str | None = None,
     dataset_share_threshold: float = 0.5,
     optional: Iterable[str] = (),
+    prepare_profile: Callable[[ReferenceProfile, Table], None] | None = None,
 ) -> BatchResult:
     """Score ``current`` against ``reference`` (a data file or a profile).
 
@@ -190,7 +191,8 @@ def run(
     column has no usable value is left out of scoring and listed in
     ``column_errors``; the others are scored.  Raises
     :class:`BatchInputError` / :class:`~modelmon.datasets.DataError` with a
-    message naming the file and column for input nothing can be scored on.
+    message naming the file and column for input nothing can be scored on.  ``prepare_profile(profile, table)``
+    runs on a profile built from a raw reference file (to fit more sections).
     """
     drift = drift or DriftConfig()
     declared = {f.name: f.type for f in features} if features is not None else {}
@@ -224,6 +226,8 @@ def run(
         try:
             profile = build_profile(ref, usable, bins=drift.bins, sample_size=max(drift.reference_sample_size, ref.rows),
                                     top_k=drift.top_k_categories, discrete_max=drift.discrete_max_values or None)
+            if prepare_profile is not None:
+                prepare_profile(profile, ref)
         except ValueError as exc:
             raise BatchInputError(f"{reference}: {exc}") from None
         del ref  # the profile holds what scoring needs; free the raw columns before encoding the current file
