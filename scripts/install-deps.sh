@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what modelmon's tests need: the Python package with its test extras,
-# and Debian's Prometheus, Alertmanager (promtool, amtool) and docker-compose
-# (only used to validate docker-compose.yml offline).  Idempotent and quiet
-# when everything is already there.
+# and Debian's Prometheus, Alertmanager (promtool, amtool), docker-compose
+# (only used to validate docker-compose.yml offline) and kubernetes-client
+# (kubectl, only used to render deploy/kubernetes with `kubectl kustomize`).
+# Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null
+fi
+
+# Any kubectl will do (it renders the kustomizations offline); Debian's is 1.20.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install-deps: missing kubectl; installing Debian's kubernetes-client" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
 
 # Node.js and npm: tests/test_dashboards_schema.py turns the pinned
