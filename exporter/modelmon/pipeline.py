@@ -31,6 +31,7 @@ REJECT_REASONS = (
     "unknown_model",
     "unknown_feature",
     "body_too_large",
+    "unsupported_media_type",  # a Content-Type other than JSON / NDJSON (415)
     "unauthorized",
     "overloaded",  # shed under load
     "unknown_id",  # a label for an event the join buffer does not hold
