@@ -80,6 +80,11 @@ class Pipeline:
         for evs in by_model.values():
             self.submit(EventBatch.from_events(evs))
 
+    def counts(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Copies of the accepted ``{(model, source): n}`` and rejected ``{(source, reason): n}`` counters."""
+        with self._lock:
+            return dict(self.accepted), dict(self.rejected)
+
     def reject(self, source: str, reason: str, n: int = 1) -> None:
         if reason not in REJECT_REASONS:
             raise ValueError(f"unknown reject reason {reason!r}")

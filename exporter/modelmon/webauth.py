@@ -320,8 +320,9 @@ class WebSecurity:
         client = request.remote or ""
         now = time.monotonic()
         reason, user, password = self._parse(request.headers.get("Authorization"))
-        if reason is not None:
-            self._record_failure(client, reason, now)
+        if reason is not None:  # no bcrypt ran: counted, not held against the client
+            with self._lock:
+                self.auth_failures[reason] += 1
             return self._refuse()
         key = self._key(user, password)
         if self._cached(key):
