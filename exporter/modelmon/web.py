@@ -464,7 +464,7 @@ class ExporterServer:
         self._stopping = asyncio.Event()
         manager = web.Server(self._handle, request_factory=self._request_factory, loop=loop)
         kwargs = dict(loop=loop, keepalive_timeout=self.limits.idle_timeout_seconds, access_log=None,
-                      auto_decompress=False, lingering_time=2.0)
+                      auto_decompress=False, lingering_time=1.0)
 
         def connection() -> _Connection:
             return _Connection(self, manager, **kwargs)
