@@ -11,7 +11,6 @@ message naming the field, keeping the good ones.
 from __future__ import annotations
 
 import math
-import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from ..config import ModelConfig
 from ..events import EventBatch
@@ -47,20 +47,6 @@ class Rejection(NamedTuple):
     index: int
     reason: str
     message: str
-
-
-def _getter(names: list[str]) -> Callable[[Any], tuple]:
-    if len(names) == 1:
-        name = names[0]
-        return lambda d: (d[name],)
-    return operator.itemgetter(*names)
-
-
-def _attr_getter(names: list[str]) -> Callable[[Any], tuple]:
-    if len(names) == 1:
-        get = operator.attrgetter(names[0])
-        return lambda s: (get(s),)
-    return operator.attrgetter(*names)
 
 
 def _class_value(v: Any) -> Any:
@@ -242,18 +228,18 @@ class ItemValidator:
         self.scores += [e.score if e.score is not None or e.probabilities is None else e.probabilities.get(positive)
                         for e in evs]
         feats = [e.features for e in evs]
-        if self.num_names:
-            get = _attr_getter(self.num_names)
-            empty = (None,) * len(self.num_names)
-            self.num_rows += [empty if f is None else get(f) for f in feats]
-        else:
-            self.num_rows += [()] * n
-        if self.cat_names:
-            get = _attr_getter(self.cat_names)
-            empty = (None,) * len(self.cat_names)
-            self.cat_rows += [empty if f is None else get(f) for f in feats]
-        else:
+        k = len(self.num_names)
+        empty = (None,) * (k + len(self.cat_names))
+        rows = [empty if f is None else astuple(f) for f in feats]  # numerical values first (see schema)
+        if not self.cat_names:
+            self.num_rows += rows
             self.cat_rows += [()] * n
+        elif not k:
+            self.num_rows += [()] * n
+            self.cat_rows += rows
+        else:
+            self.num_rows += [r[:k] for r in rows]
+            self.cat_rows += [r[k:] for r in rows]
         groups: list[str | None] = [None] * n
         if self.attr:
             attr = self.attr
