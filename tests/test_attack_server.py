@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 import bcrypt
 import pytest
@@ -103,7 +104,7 @@ def raw(srv: ExporterServer, data: bytes, timeout: float = 3.0) -> bytes:
         try:
             while chunk := s.recv(65536):
                 out += chunk
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
         return out
 
@@ -140,7 +141,7 @@ class Scraper:
             self.results.append((status, time.perf_counter() - t0))
             time.sleep(0.05)
 
-    def __enter__(self) -> Scraper:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -266,7 +267,7 @@ def test_huge_chunk_is_refused_at_the_limit_not_buffered(plain):
         s.settimeout(3)
         try:
             answer += s.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
     assert statuses(answer) == [413], answer[:200]
     assert sent <= 20 * 1024 * 1024  # refused near the 10 MiB limit, not after the whole chunk
@@ -298,7 +299,7 @@ def test_stalled_uploads_take_no_slots_and_time_out(plain):
             try:
                 while chunk := s.recv(4096):
                     answer += chunk
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass
             assert statuses(answer) == [408], answer[:200]
         assert time.monotonic() - t0 < 4  # the whole-body deadline is 2 s
@@ -335,7 +336,7 @@ def test_slowloris_does_not_stop_scrapes_or_ingestion(plain):
             try:
                 data = s.recv(4096)
                 closed += data == b"" or data.startswith(b"HTTP/1.1 408")
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 closed += isinstance(s, socket.socket) and False
         assert closed == len(socks)
     finally:

@@ -84,8 +84,9 @@ class Exporter:
     """
 
     def __init__(self, cfg: Config, listen: str = "127.0.0.1:0", clock: Callable[[], float] = time.time,
-                 limits: ServerLimits = ServerLimits()):
+                 limits: ServerLimits | None = None):
         check_sources(cfg)
+        limits = limits or ServerLimits()
         self.cfg = cfg
         self.profiles = {m.name: load_profile(cfg, i, m) for i, m in enumerate(cfg.models)}
         self.pipeline = Pipeline(cfg, self.profiles, clock=clock)
@@ -112,7 +113,7 @@ class Exporter:
         if sec is not None:
             self.registry.register(sec)
         host, port = listen_address(listen)
-        tls = sec.context if sec is not None and sec.context() is not None else None
+        tls = sec.server_context if sec is not None and sec.context() is not None else None
         self.server = ExporterServer(self.app, host, port, limits, tls=tls,
                                      on_handshake_failure=sec.count_handshake_failure if sec else None)
 

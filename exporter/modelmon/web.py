@@ -271,7 +271,7 @@ class ExporterApp:
 
     # ------------------------------------------------------------ built-in routes
     def _exposition(self, accept: str | None, accept_encoding: str | None) -> tuple[bytes, str, bool]:
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = choose_encoder(accept or "")
         body = encoder(self.registry)
         zipped = gzip_wanted(accept_encoding)
         return (gzip.compress(body, compresslevel=6) if zipped else body), content_type, zipped
@@ -463,8 +463,9 @@ class ExporterServer:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         manager = web.Server(self._handle, request_factory=self._request_factory, loop=loop)
-        kwargs = dict(loop=loop, keepalive_timeout=self.limits.idle_timeout_seconds, access_log=None,
-                      auto_decompress=False, lingering_time=1.0)
+        # auto_decompress off: the ingest schema undoes Content-Encoding itself, within its limit.
+        kwargs = {"loop": loop, "keepalive_timeout": self.limits.idle_timeout_seconds, "access_log": None,
+                  "auto_decompress": False, "lingering_time": 1.0}
 
         def connection() -> _Connection:
             return _Connection(self, manager, **kwargs)

@@ -226,6 +226,13 @@ class WebSecurity:
                     log.error("TLS certificate reload failed; keeping the previous one", extra={"error": str(exc)})
             return self._ctx
 
+    def server_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection (only when TLS is configured)."""
+        ctx = self.context()
+        if ctx is None:
+            raise RuntimeError("TLS is not configured")
+        return ctx
+
     def count_handshake_failure(self) -> None:
         with self._lock:
             self.handshake_failures += 1
@@ -239,7 +246,7 @@ class WebSecurity:
     @staticmethod
     def _parse(authorization: str | None) -> tuple[str | None, str, str]:
         """(failure reason or None, user, password) of an ``Authorization`` header."""
-        if not authorization or not authorization[:6].lower() == "basic ":
+        if not authorization or authorization[:6].lower() != "basic ":
             return "missing", "", ""
         try:
             user, sep, password = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8").partition(":")

@@ -264,7 +264,7 @@ class IngestAPI:
                 continue
             try:
                 if item.keys() - LABEL_FIELDS:
-                    bad = sorted(item.keys() - LABEL_FIELDS)[0]
+                    bad = min(item.keys() - LABEL_FIELDS)
                     raise ItemError("invalid_field", f"{bad}: unknown field (expected id, label, model)")
                 if item.get("id") is None:
                     raise ItemError("invalid_field", "id: required")
