@@ -527,6 +527,10 @@ class _TLSAcceptor(asyncio.Protocol):
                  connection: Callable[[], _Connection], timeout: float, on_failure: Callable[[], None] | None):
         self.loop, self.tls, self.connection, self.timeout, self.on_failure = loop, tls, connection, timeout, on_failure
         self.task: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -548,6 +552,10 @@ class _TLSAcceptor(asyncio.Protocol):
         conn = self.connection()
         tls_transport.set_protocol(conn)
         conn.connection_made(tls_transport)
+        # Bytes decrypted between the end of the handshake and the switch came here: hand them on.
+        for data in self.early:
+            conn.data_received(data)
+        self.early.clear()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         pass
