@@ -278,8 +278,8 @@ def main() -> None:
             print(f"events accepted per /metrics: {accepted:,.0f} (sent {counter[0]:,})")
             p50, p99, still = scrape_p99_under_idle_and_slowloris(port)
             print(f"/metrics with 1000 idle + 200 slowloris connections open: p50 {p50 * 1000:.0f} ms, "
-                  f"p99 {p99 * 1000:.0f} ms ({still} of 1200 connections still open at the end: "
-                  f"slowloris ones are closed after the header deadline)")
+                  f"p99 {p99 * 1000:.0f} ms ({still} of 1200 still open at the end; the exporter closes them "
+                  f"at the 10 s request-head deadline)")
             load = Path("/proc/loadavg").read_text().split()[0]
             print(f"exporter RSS at the end: {rss_mib(proc.pid):.1f} MiB;  load average: {load}")
         finally:

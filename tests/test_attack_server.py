@@ -345,6 +345,21 @@ def test_slowloris_does_not_stop_scrapes_or_ingestion(plain):
     assert refused(plain, "header_timeout") >= before + 300
 
 
+def test_silent_connections_are_closed_at_the_head_deadline(plain):
+    before = refused(plain, "header_timeout")
+    socks = [socket.create_connection(("127.0.0.1", plain.port), timeout=10) for _ in range(100)]
+    try:
+        t0 = time.monotonic()
+        for s in socks:
+            s.settimeout(5)
+            assert s.recv(4096).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t0 < 3  # the head deadline is 1 s here
+    finally:
+        for s in socks:
+            s.close()
+    assert refused(plain, "header_timeout") >= before + 100
+
+
 def test_100_simultaneous_connections_are_all_served_quickly(plain):
     barrier = threading.Barrier(100)
 

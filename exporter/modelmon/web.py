@@ -25,7 +25,10 @@ What the server does with hostile clients (each refusal is counted in
   HTTP/1.0 and for any transfer coding other than ``chunked``
   (``bad_request``);
 - a request head not complete ``header_timeout_seconds`` after the connection
-  opened or the previous response (slowloris): 408 and close (``header_timeout``);
+  opened, or after its first byte on a kept-alive connection (slowloris, or
+  sockets opened and left silent): 408 and close (``header_timeout``); a
+  kept-alive connection that sends nothing is closed after
+  ``idle_timeout_seconds``;
 - a body not complete ``body_timeout_seconds`` after its head, however
   it trickles: 408 (``body_timeout``); larger than the route allows: 413
   (``body_too_large``);
@@ -75,7 +78,7 @@ _SERVER = f"modelmon/{__version__}"
 class ServerLimits:
     """Deadlines and caps of the HTTP server."""
 
-    #: A request head must be complete this long after the connection opened or the previous response.
+    #: A request head must be complete this long after the connection opened (on a kept-alive one: after its first byte).
     header_timeout_seconds: float = 10.0
     #: A request body must be complete this long after its head.
     body_timeout_seconds: float = 30.0
@@ -329,6 +332,7 @@ class _Connection(RequestHandler):
         srv = self.exporter_server
         srv.connection_opened(self)
         super().connection_made(transport)
+        self.pending_since = srv.loop_time()  # a new connection owes its first request head from now
         if srv.stats.open_connections > srv.limits.max_connections:
             self.refused = True
             srv.stats.refuse("too_many_connections")
