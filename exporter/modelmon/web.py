@@ -327,6 +327,8 @@ class _Connection(RequestHandler):
         self.refused = False
         #: When the body of the current request must be complete (loop time).
         self.body_deadline: float | None = None
+        #: The error being answered is the client's (4xx): logged at debug only.
+        self.client_error = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         srv = self.exporter_server
@@ -353,15 +355,19 @@ class _Connection(RequestHandler):
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        self.client_error = 400 <= status < 500
         if status == 413:
             self.exporter_server.stats.refuse("body_too_large")
-        elif 400 <= status < 500:
+        elif self.client_error:
             self.exporter_server.stats.refuse("bad_request")
         return super().handle_error(request, status, exc, message)
 
-    def log_exception(self, *args: Any, **kw: Any) -> None:  # malformed requests are counted, not logged as errors
-        kw.pop("exc_info", None)
-        log.debug(*args, **kw)
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if self.client_error:  # a malformed request is counted, not logged as an error with a traceback
+            kw.pop("exc_info", None)
+            log.debug(*args, **kw)
+        else:
+            log.error(*args, **kw)
 
     def expire_head(self, now: float, timeout: float) -> bool:
         """Close the connection when a request head has been arriving for longer than ``timeout``."""
