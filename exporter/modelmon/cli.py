@@ -19,11 +19,11 @@ from pathlib import Path
 
 from . import __version__
 from .app import Exporter
-from .config import Config, ConfigError, default_config, load_config, parse_duration
+from .config import Config, ConfigError, load_config, parse_duration
 from .log import LEVELS, setup_logging
 from .preflight import load_profiles, prepare
-from .sources.proxy import validate_proxy_config
-from .sources.simulator import SCENARIOS, demo_model_config
+from .sources.simulator import SCENARIOS, default_config, demo_model_config
+from .web import ServerLimits
 
 log = logging.getLogger("modelmon")
 
@@ -72,7 +72,6 @@ def serve_config(args: argparse.Namespace) -> Config:
     if args.proxy_listen_address is not None or args.proxy_upstream is not None:
         cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
         cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
-        validate_proxy_config(cfg)
     if args.web_config_file:
         cfg.web.config_file = str(Path(args.web_config_file).resolve())
     for warning in prepare(cfg):
@@ -84,7 +83,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         cfg = serve_config(args)
-        exporter = Exporter(cfg, listen=args.web_listen_address)
+        if args.web_read_header_timeout <= 0 or args.web_read_timeout <= 0 or args.web_max_connections <= 0:
+            raise ConfigError("--web.read-header-timeout, --web.read-timeout and --web.max-connections must be > 0")
+        limits = ServerLimits(header_timeout_seconds=args.web_read_header_timeout,
+                              body_timeout_seconds=args.web_read_timeout, max_connections=args.web_max_connections,
+                              max_body_bytes=max(cfg.ingest.max_body_bytes, ServerLimits.max_body_bytes))
+        exporter = Exporter(cfg, listen=args.web_listen_address, limits=limits)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                        help="exporter-toolkit web config: TLS and basic auth (see docs/security.md)")
+    serve.add_argument("--web.read-header-timeout", dest="web_read_header_timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose request head is not complete after this long (default 10)")
+    serve.add_argument("--web.read-timeout", dest="web_read_timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="answer 408 to a request whose body is not complete this long after its head (default 30)")
+    serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
+                       help="connections open at once; more get 503 (default 2048)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .app import load_profile
+from .app import check_sources, load_profile
 from .config import Config, ConfigError, ModelConfig
 from .drift.reference import ReferenceProfile
 from .inference_log import validate_logs_config
@@ -102,6 +102,7 @@ def prepare(cfg: Config, memory_bytes: int | None = None) -> list[ConfigWarning]
         if total > MEMORY_WARN_SHARE * limit:
             warnings.append(ConfigWarning(f"the windows need {_gib(total)} at start-up ({where}), over half of "
                                           f"this machine's {_gib(limit)}", file=src, field_path="windows"))
+    check_sources(cfg)  # the enabled sources' own sections (proxy)
     validate_logs_config(cfg)
     if cfg.ingest.enabled:
         read_token(cfg)
