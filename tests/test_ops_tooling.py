@@ -21,7 +21,7 @@ CLEAN = ["exporter/modelmon/stack.py", "exporter/modelmon/preflight.py", "export
          "deploy/kubernetes/generate.py", "tests/test_ops_kubernetes.py", "tests/test_compose_local_stack.py",
          "tests/test_compose_local_stack_rules.py", "tests/test_core_config_preflight.py",
          "tests/test_ops_packaging.py", "tests/test_ops_tooling.py", "exporter/modelmon/reload.py",
-         "tests/test_ops_reload_plan.py"]
+         "tests/test_ops_reload_plan.py", "tests/test_ops_reload_e2e.py"]
 
 
 def _tool(module: str) -> None:

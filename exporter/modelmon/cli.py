@@ -96,16 +96,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"modelmon: error: cannot listen on {args.web_listen_address}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    # A reload (SIGHUP, POST /-/reload) reads the config file, the web config and the flags again.
+    exporter.config_loader = lambda: (lambda c: (c, load_profiles(c)))(serve_config(args))
+    exporter.lifecycle_api = args.web_enable_lifecycle
     stop = threading.Event()
+    hup = threading.Event()
 
     def _signal(signum: int, _frame: object) -> None:
         log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
+    def _hangup(_signum: int, _frame: object) -> None:
+        hup.set()
+
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
+    signal.signal(signal.SIGHUP, _hangup)
     exporter.start()
-    stop.wait()
+    while not stop.wait(0.2):
+        if hup.is_set():
+            hup.clear()
+            log.info("signal received, reloading the config", extra={"signal": "SIGHUP"})
+            exporter.reload_now("SIGHUP")
     exporter.stop()
     return 0
 
@@ -145,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="answer 408 to a request whose body is not complete this long after its head (default 30)")
     serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
                        help="connections open at once; more get 503 (default 2048)")
+    serve.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+                       help="serve POST /-/reload (as Prometheus; SIGHUP reloads either way)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
