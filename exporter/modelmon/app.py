@@ -159,6 +159,9 @@ class Exporter:
             reconfigure = getattr(src, "reconfigure", None)
             if reconfigure is not None:
                 reconfigure(new_cfg)
+        if self.inference_log is not None:  # which features' values each model logs (log_value)
+            self.inference_log.logged_features = {m.name: [f.name for f in m.features if f.log_value]
+                                                  for m in new_cfg.models}
         if self.security is not None:
             self.registry.unregister(self.security)
         if sec is not None:
