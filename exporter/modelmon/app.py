@@ -69,7 +69,7 @@ class Exporter:
 
             self.simulator = Simulator(cfg.simulator, self.pipeline.submit, clock=clock)
             self.extra_collectors.append(SimulatorCollector(self))
-        self.registry = build_registry(self.pipeline, self.extra_collectors)
+        self.registry = build_registry(self.pipeline, self.extra_collectors, cfg.collectors.disabled())
         host, port = listen_address(listen)
         self._ready = threading.Event()
         self.server = ExporterServer(self.registry, host, port, ready=self._ready.is_set)
