@@ -213,6 +213,7 @@ def test_system_exporters(cfg: dict[str, Any]) -> None:
         assert name in services["prometheus"].get("depends_on", {}), name
 
 
+@pytest.mark.e2e  # runs a server binary (its --config.check mode)
 def test_blackbox_config_is_valid() -> None:
     binary = shutil.which("prometheus-blackbox-exporter")
     if binary is None:

@@ -22,6 +22,8 @@ from servers import REPO, require_binary
 RULES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 
 
+# vmalert is a server binary (the harness counts it as one even with -dryRun): e2e.
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", RULES, ids=lambda p: p.name)
 def test_vmalert_dry_run_accepts_rule_file(path: Path) -> None:
     binary = require_binary("vmalert")
@@ -31,6 +33,7 @@ def test_vmalert_dry_run_accepts_rule_file(path: Path) -> None:
     assert proc.returncode == 0 and "fatal" not in out and "error" not in out.lower(), out
 
 
+@pytest.mark.e2e
 def test_vmalert_dry_run_rejects_a_broken_file(tmp_path: Path) -> None:
     """The check above can fail: vmalert refuses a bad expression."""
     binary = require_binary("vmalert")
