@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = per_feature(full)
     scenarios = {"all groups": set(), "--no-collector.bins": {"bins"},
                  "--no-collector.bins --no-collector.data_quality": {"bins", "data_quality"},
-                 "--no-collector.drift (bins kept: fleet drift only)": {"drift", "data_quality"}}
+                 "--no-collector.drift --no-collector.data_quality (fleet drift only)": {"drift", "data_quality"}}
     table = {name: {n: budget(full, n, off) for n in (10, 100, 1000)} for name, off in scenarios.items()}
     # The projection with bins, fairness and process off, against the second exporter.
     projected_lean = budget(full, 4, {"bins", "fairness", "process"}) + sum(
