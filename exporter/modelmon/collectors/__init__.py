@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from ..pipeline import Pipeline
 from .drift import DriftCollector
+from .estimation import EstimationCollector
 from .groups import GroupFilteredRegistry
 from .health import HealthCollector
 from .quality import QualityCollector
@@ -24,7 +25,7 @@ def build_registry(pipeline: Pipeline, extra: list | None = None, disabled: Iter
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     health = HealthCollector(pipeline)
-    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline),
+    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline), EstimationCollector(pipeline),
               ThresholdCollector(pipeline), *(extra or [])):
         registry.register(health.timed(c))
     registry.register(health)
