@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "exporter"))
 
-from modelmon.collectors.groups import group_of  # noqa: E402
+from modelmon.collectors.groups import group_of
 
 
 def _free_port() -> int:

@@ -11,13 +11,13 @@ written; tests that read seconds-old recordings lower it to 1 s.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 import yaml
-
 from servers import HttpServer, ServerProcess, free_port, wait_until
 
 VM_HINT = "apt-get install -y --no-install-recommends victoria-metrics (or run scripts/install-deps.sh)"
@@ -61,8 +61,11 @@ class VictoriaMetricsServer(HttpServer):
 
     def wait_for(self, expr: str, timeout: float = 60.0,
                  check: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:
-        return wait_until(lambda: (lambda r: r if check(r) else None)(self.query(expr)), timeout, interval=0.5,
-                          what=f"MetricsQL {expr!r}")
+        def ready() -> list[dict[str, Any]] | None:
+            result = self.query(expr)
+            return result if check(result) else None
+
+        return wait_until(ready, timeout, interval=0.5, what=f"MetricsQL {expr!r}")
 
 
 class VMAgentServer(HttpServer):

@@ -10,11 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from modelmon.cli import build_parser
 from modelmon.collectors import build_registry
 from modelmon.collectors.groups import GROUPS, NAMES, group_of
-from modelmon.config import CollectorsConfig, Config, ConfigError, FeatureConfig, ModelConfig, load_config
+from modelmon.config import (
+    CollectorsConfig,
+    Config,
+    ConfigError,
+    FeatureConfig,
+    ModelConfig,
+    load_config,
+)
 from modelmon.drift.reference import build_profile
 from modelmon.events import Event
 from modelmon.pipeline import Pipeline

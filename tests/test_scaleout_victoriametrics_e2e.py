@@ -30,16 +30,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from conftest import ServerFactory
 from modelmon.sources.simulator import demo_model_config
-
-from conftest import ServerFactory, _failed
 from servers import REPO, free_port, wait_until
 from servers_vm import VictoriaMetricsServer, VMAgentServer, VMAlertServer
 from test_alerting_alertmanager import test_config_for_tests as alertmanager_test_config
@@ -68,7 +68,8 @@ def vm_servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     factory = ServerFactory(tmp_path)
     extra: list[Any] = []
     yield factory, extra
-    failed = _failed(request)
+    # conftest's report hook stores each phase's report on the node.
+    failed = any(getattr(getattr(request.node, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
     for server in reversed(extra):
         if failed:
             print(f"\n----- log of {server.process.name} -----\n{server.process.log_tail()}")

@@ -85,7 +85,7 @@ def build() -> Dashboard:
                                        "also uses. Both high: the model is slow; only the probe: the path to it.",
             SECONDS,
             [Target(P95, "model p95"),
-             Target(f'probe_duration_seconds{{job="blackbox", model="$model"}}', "probe {{instance}}"),
+             Target('probe_duration_seconds{job="blackbox", model="$model"}', "probe {{instance}}"),
              Target(LATENCY_LIMIT, "p95 limit", threshold=True)],
             min=0,
         ),

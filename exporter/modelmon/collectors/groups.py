@@ -13,12 +13,11 @@ dataset-drift gauge), they are just not exposed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-
 
 NAMESPACE = "modelmon_"
 
