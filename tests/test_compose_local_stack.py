@@ -111,13 +111,16 @@ INCIDENT_ALERTS = {"ModelmonHighLatencyP95", "ModelmonHighErrorRatio", "Modelmon
 def test_demo_delivers_every_incident_alert_within_two_minutes(tmp_path: Path) -> None:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
-    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook")}
+    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook", "node-exporter",
+                                            "blackbox-exporter")}
     proc = ServerProcess("modelmon-stack-demo", [
         sys.executable, "-m", "modelmon", "stack", "--demo", "--scenario=incident", "--anomaly-after=5s",
         "--rate=600", f"--exporter.listen-address=127.0.0.1:{ports['exporter']}",
         f"--prometheus.listen-address=127.0.0.1:{ports['prometheus']}",
         f"--alertmanager.listen-address=127.0.0.1:{ports['alertmanager']}",
         f"--webhook.listen-address=127.0.0.1:{ports['webhook']}",
+        f"--node-exporter.listen-address=127.0.0.1:{ports['node-exporter']}",
+        f"--blackbox-exporter.listen-address=127.0.0.1:{ports['blackbox-exporter']}",
     ], tmp_path)
     started = time.monotonic()
     try:
@@ -164,6 +167,8 @@ def test_busy_port_fails_at_once_naming_port_and_holder(tmp_path: Path) -> None:
                                f"--prometheus.listen-address=127.0.0.1:{busy}",
                                f"--alertmanager.listen-address=127.0.0.1:{free_port()}",
                                f"--webhook.listen-address=127.0.0.1:{free_port()}",
+                               f"--node-exporter.listen-address=127.0.0.1:{free_port()}",
+                               f"--blackbox-exporter.listen-address=127.0.0.1:{free_port()}",
                                f"--data-dir={tmp_path / 'data'}"],
                               capture_output=True, text=True, timeout=60)
         elapsed = time.monotonic() - started
