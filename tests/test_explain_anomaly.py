@@ -4,11 +4,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from modelmon.anomaly import OutlierModel, fit_outlier_model
 from modelmon.anomaly.outliers import category_penalties
-from modelmon.explain import ImportanceProfile, compare_importance, mean_abs_attribution, rank_average, spearman
+from modelmon.explain import (
+    ImportanceProfile,
+    compare_importance,
+    mean_abs_attribution,
+    rank_average,
+    spearman,
+)
+from scipy import stats
 
 
 def test_mean_abs_attribution_by_hand_with_missing():

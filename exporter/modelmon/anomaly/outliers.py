@@ -25,8 +25,9 @@ measured on the reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class OutlierModel:
         }
 
     @classmethod
-    def from_section(cls, d: Mapping[str, Any], where: str = OUTLIER_SECTION) -> "OutlierModel":
+    def from_section(cls, d: Mapping[str, Any], where: str = OUTLIER_SECTION) -> OutlierModel:
         try:
             num = [str(x) for x in d["numerical"]]
             k = len(num)

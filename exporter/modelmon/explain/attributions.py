@@ -17,8 +17,9 @@ importance.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class ImportanceProfile:
     counts: np.ndarray
 
     @classmethod
-    def fit(cls, attributions: Mapping[str, np.ndarray]) -> "ImportanceProfile":
+    def fit(cls, attributions: Mapping[str, np.ndarray]) -> ImportanceProfile:
         """From reference attribution columns keyed by feature name."""
         names = list(attributions)
         if not names:
@@ -110,7 +111,7 @@ class ImportanceProfile:
                 "counts": self.counts.tolist()}
 
     @classmethod
-    def from_section(cls, data: Mapping[str, Any], where: str = IMPORTANCE_SECTION) -> "ImportanceProfile":
+    def from_section(cls, data: Mapping[str, Any], where: str = IMPORTANCE_SECTION) -> ImportanceProfile:
         try:
             feats = [str(f) for f in data["features"]]
             imp = np.asarray(data["importance"], dtype=np.float64)
