@@ -13,6 +13,7 @@ from .config import Config, ConfigError, ModelConfig
 from .datasets import DataError, load_table
 from .drift.reference import ReferenceProfile, build_profile
 from .pipeline import Pipeline
+from .profile_sections import fit_sections, importance_profile, outlier_model
 from .web import ExporterServer
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,13 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             missing = [f.name for f in model.monitored_features() if f.name not in prof.features]
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
+            importance_profile(prof, model)  # a missing or malformed section names the file here
+            outlier_model(prof, model)
             return prof
         cols = load_table(path)
-        return build_profile(cols, model.monitored_features(), bins=model.drift.bins,
+        prof = build_profile(cols, model.monitored_features(), bins=model.drift.bins,
                              sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
+        return fit_sections(prof, cols, model)
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),
                           file=cfg.source or None, field_path=field_path) from None

@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import Config, ConfigError, DriftConfig, FeatureConfig, ModelConfig, load_config
 from .datasets import DataError, load_table
+from .profile_sections import fit_sections
 
 
 def _error(message: str) -> int:
@@ -92,6 +93,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     from .drift.reference import build_profile
 
     drift_cfg = DriftConfig()
+    model: ModelConfig | None = None
     try:
         table = load_table(args.data)
         if args.config:
@@ -114,6 +116,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
                 raise batch.BatchInputError(f"{flag}: must be >= {low}")
         try:
             profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k)
+            # Sections (outlier model, attribution importance) as the model configures them.
+            profile = fit_sections(profile, table, model or ModelConfig(name="reference", features=features))
         except ValueError as exc:
             raise batch.BatchInputError(f"{args.data}: {exc}") from None
         profile.save(args.output)

@@ -15,7 +15,16 @@ accuracy-decay  accuracy 0.80                 (threshold 0.85)
 data-drift      age +0.2 sd (slight), income +0.5 sd and x1.2 sd (moderate),
                 credit_score +1 sd and x1.5 sd (severe), region mix reversed
 incident        all of the above at once
+importance-     the input mix changes which features matter: credit_score
+shift           sd 80 -> 15, session_seconds mean 300 -> 1500 s, 85 % west,
+                so session_seconds and region lead the importance ranking
+                instead of credit_score
 ============== ============================================================
+
+The model's score is linear in its inputs (:data:`COEFFICIENTS`, region and
+device effects), so each event carries exact attributions: coefficient x
+(value - reference mean) for numerical features, effect - reference mean effect
+for categorical ones.
 
 The anomaly starts ``anomaly_after`` seconds after start and, when
 ``anomaly_duration`` > 0, ends after that long, so alerts can fire and resolve.
@@ -34,17 +43,23 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import FeatureConfig, FairnessConfig, ModelConfig, SimulatorConfig
+from ..config import AttributionConfig, FairnessConfig, FeatureConfig, ModelConfig, SimulatorConfig
 from ..drift.reference import ReferenceProfile, build_profile
+from ..profile_sections import fit_sections
 from ..events import EventBatch
 from ..ingest import ItemError, check_label
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift", "incident")
+SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift", "incident",
+             "importance-shift")
 MODEL_VERSION = "1.0.0"
 REGIONS = ["north", "south", "east", "west"]
 DEVICES = ["mobile", "desktop", "tablet"]
+#: The linear score's coefficients per numerical feature, and effects per category.
+COEFFICIENTS = {"age": 0.03, "income": 1.5e-5, "credit_score": 0.01, "session_seconds": -0.0005}
+EFFECTS = {"region": {"north": 0.4, "south": 0.1, "east": -0.2, "west": -0.5},
+           "device": {"mobile": 0.05, "desktop": -0.05, "tablet": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class Regime:
     error_rate: float = 0.01
     accuracy: float = 0.95
     drift: bool = False
+    #: The input mix of the ``importance-shift`` scenario.
+    mix: bool = False
 
 
 def demo_model_config(name: str = "demo") -> ModelConfig:
@@ -75,6 +92,7 @@ def demo_model_config(name: str = "demo") -> ModelConfig:
             FeatureConfig(name="device", type="categorical", categories=list(DEVICES)),
         ],
         fairness=FairnessConfig(attribute="region", groups=list(REGIONS), reference_group="north"),
+        attributions=AttributionConfig(enabled=True),
     )
 
 
@@ -89,11 +107,21 @@ def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
         error_rate=0.10 if every or scenario == "error-burst" else 0.01,
         accuracy=0.80 if every or scenario == "accuracy-decay" else 0.95,
         drift=every or scenario == "data-drift",
+        mix=scenario == "importance-shift",
     )
 
 
-def generate_features(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np.ndarray]:
-    """Feature columns of ``n`` simulated requests (the reference when ``drift`` is False)."""
+def generate_features(rng: np.random.Generator, n: int, drift: bool = False, mix: bool = False) -> dict[str, np.ndarray]:
+    """Feature columns of ``n`` simulated requests (the reference when ``drift`` and ``mix`` are False)."""
+    if mix:
+        return {
+            "age": np.clip(rng.normal(40, 12, n), 18, 100),
+            "income": np.maximum(rng.normal(50_000, 15_000, n), 0.0),
+            "credit_score": np.clip(rng.normal(650, 15, n), 300, 850),
+            "session_seconds": rng.exponential(1500.0, n),
+            "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=[0.05, 0.05, 0.05, 0.85])],
+            "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=[0.6, 0.3, 0.1])],
+        }
     if drift:
         age = rng.normal(40 + 0.2 * 12, 12, n)
         income = rng.normal(50_000 + 0.5 * 15_000, 15_000 * 1.2, n)
@@ -114,14 +142,48 @@ def generate_features(rng: np.random.Generator, n: int, drift: bool = False) -> 
     }
 
 
+def reference_data(rows: int, seed: int | None) -> dict[str, np.ndarray]:
+    """The demo's reference features, generated from the ``normal`` regime."""
+    return generate_features(np.random.default_rng(None if seed is None else seed + 1), rows)
+
+
+@dataclass(frozen=True)
+class LinearScore:
+    """The demo model's score: linear in the inputs, so attributions are exact."""
+
+    #: Reference mean of each numerical feature and mean effect of each categorical one.
+    baseline: dict[str, float]
+
+    @classmethod
+    def fit(cls, reference: dict[str, np.ndarray]) -> "LinearScore":
+        base = {f: float(np.mean(reference[f])) for f in COEFFICIENTS}
+        for f, eff in EFFECTS.items():
+            base[f] = float(np.mean([eff[c] for c in reference[f]]))
+        return cls(base)
+
+    def attributions(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {f: c * (np.asarray(feats[f], dtype=np.float64) - self.baseline[f]) for f, c in COEFFICIENTS.items()}
+        for f, eff in EFFECTS.items():
+            out[f] = np.array([eff[c] for c in feats[f]], dtype=np.float64) - self.baseline[f]
+        return out
+
+    def logit(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        """Log-odds of churn: the baseline's value plus the attributions (-0.5 at the reference means)."""
+        return -0.5 + sum(self.attributions(feats).values())
+
+
 def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> ReferenceProfile:
-    """The demo's reference profile, generated from the ``normal`` regime."""
-    rng = np.random.default_rng(None if seed is None else seed + 1)
-    cols = generate_features(rng, rows)
-    return build_profile(
-        cols, model.features, bins=model.drift.bins,
+    """The demo's reference profile (with the linear score's attributions as reference columns)."""
+    cols: dict[str, np.ndarray] = dict(reference_data(rows, seed))
+    score = LinearScore.fit(cols)
+    for f, a in score.attributions(cols).items():
+        cols[model.attributions.column_prefix + f] = a
+    features = [f for f in model.monitored_features() if f.name in cols]
+    prof = build_profile(
+        cols, features, bins=model.drift.bins,
         sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories,
     )
+    return fit_sections(prof, cols, model)
 
 
 class Simulator:
@@ -146,6 +208,7 @@ class Simulator:
         self._carry = 0.0
         self.started_at = clock()
         self.emitted = 0
+        self.score = LinearScore.fit(reference_data(cfg.reference_rows, cfg.seed))
 
     # -------------------------------------------------------------- scenario
     def anomalous(self, now: float | None = None) -> bool:
@@ -163,8 +226,9 @@ class Simulator:
     def batch(self, n: int, regime: Regime, now: float) -> EventBatch:
         """``n`` simulated events under ``regime`` (vectorised)."""
         rng = self.rng
-        feats = generate_features(rng, n, drift=regime.drift)
-        logit = 0.03 * (feats["age"] - 40) + (feats["credit_score"] - 650) / 100 - 0.5
+        feats = generate_features(rng, n, drift=regime.drift, mix=regime.mix)
+        attributions = self.score.attributions(feats)
+        logit = -0.5 + sum(attributions.values())
         label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
         correct = rng.random(n) < regime.accuracy
         pred = np.where(correct, label, 1 - label)
@@ -194,6 +258,7 @@ class Simulator:
             labels=labels,
             attributes={"region": feats["region"].tolist()},
             source="simulator",
+            attributions=attributions,
         )
 
     def step(self, dt: float, now: float | None = None) -> int:
