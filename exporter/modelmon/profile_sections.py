@@ -15,7 +15,12 @@ from typing import Any
 
 from .anomaly import OUTLIER_SECTION, OutlierModel, fit_outlier_model
 from .config import ModelConfig
-from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .drift.reference import (
+    CategoricalProfile,
+    NumericalProfile,
+    ReferenceProfile,
+    to_float_array,
+)
 from .explain import IMPORTANCE_SECTION, ImportanceProfile
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,8 @@ def event_struct(model: ModelConfig) -> type[msgspec.Struct]:
         (f.name, (float | None) if f.type == "numerical" else (LabelStr | None), None) for f in model.features
     ]
     features = msgspec.defstruct("Features", feature_fields, forbid_unknown_fields=True)
+    attributions = msgspec.defstruct("Attributions", [(f.name, float | None, None) for f in model.features],
+                                     forbid_unknown_fields=True)
     outcome: Any = (LabelStr | ClassInt | bool | None) if model.task == "classification" else (float | None)
     return msgspec.defstruct(
         "Event",
@@ -50,6 +52,7 @@ def event_struct(model: ModelConfig) -> type[msgspec.Struct]:
             ("latency_seconds", NonNegative | None, None),
             ("error", LabelStr | bool | None, None),
             ("attributes", dict[str, LabelStr | None] | None, None),
+            ("attributions", attributions | None, None),
         ],
         tag_field="model", tag=model.name, forbid_unknown_fields=True,
     )

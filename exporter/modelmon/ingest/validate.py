@@ -36,7 +36,7 @@ from .values import (
 #: Fields an event item may have.
 EVENT_FIELDS = frozenset({
     "model", "version", "id", "timestamp", "features", "prediction", "score", "probabilities",
-    "latency_seconds", "error", "attributes", "label",
+    "latency_seconds", "error", "attributes", "label", "attributions",
 })
 _FLOATISH = frozenset({float, int})
 
@@ -94,6 +94,10 @@ class ItemValidator:
         self.labels: list[Any] = []
         self.group_attr: list[str | None] = []
         self.has_group = False
+        #: Attribution rows (one value per configured feature, None = not sent); empty until one arrives.
+        self.attr_names = [f.name for f in model.features]
+        self.attr_rows: list[tuple | None] = []
+        self.has_attr = False
         #: Feature values dropped because the feature is not configured (policy ``ignore``).
         self.unknown_features = 0
         self.classification = model.task == "classification"
@@ -157,7 +161,14 @@ class ItemValidator:
             raise ItemError("invalid_field", "features: must be an object")
         else:
             num, cat, group, unknown = self._features(feats, group)
+        attributions = get("attributions")
+        if attributions is not None:
+            attributions, dropped = self._attributions(attributions)
+            unknown += dropped
         self.unknown_features += unknown
+        self.attr_rows.append(attributions)
+        if attributions is not None:
+            self.has_attr = True
         self.num_rows.append(num)
         self.cat_rows.append(cat)
         self.timestamps.append(ts)
@@ -171,6 +182,28 @@ class ItemValidator:
         self.group_attr.append(group)
         if group is not None:
             self.has_group = True
+
+    def _attributions(self, attrs: Any) -> tuple[tuple, int]:
+        """(one finite float or None per configured feature, values dropped as unknown) of an event."""
+        if type(attrs) is not dict:
+            raise ItemError("invalid_field", "attributions: must be an object of feature -> number")
+        unknown = 0
+        for name in attrs:
+            if name not in self.names:
+                if self.reject_unknown:
+                    raise ItemError("unknown_feature",
+                                    f"attributions.{name}: not a feature of model {self.model.name!r}")
+                unknown += 1
+        out = []
+        for name in self.attr_names:
+            v = attrs.get(name)
+            if v is not None:
+                t = type(v)
+                if t is not float and t is not int:
+                    raise ItemError("invalid_field", f"attributions.{name}: must be a number or null")
+                v = finite_number(v, f"attributions.{name}")
+            out.append(v)
+        return tuple(out), unknown
 
     def _score_from(self, probs: Any) -> float | None:
         if type(probs) is not dict:
@@ -254,6 +287,11 @@ class ItemValidator:
             self.cat_rows += [empty if f is None else get(f) for f in feats]
         else:
             self.cat_rows += [()] * n
+        attr_get = _attr_getter(self.attr_names) if self.attr_names else None
+        rows = [None if e.attributions is None or attr_get is None else attr_get(e.attributions) for e in evs]
+        self.attr_rows += rows
+        if not self.has_attr and any(r is not None for r in rows):
+            self.has_attr = True
         groups: list[str | None] = [None] * n
         if self.attr:
             attr = self.attr
@@ -277,10 +315,17 @@ class ItemValidator:
             for name, col in zip(self.cat_names, cols):
                 features[name] = list(col)
         attributes = {self.attr: self.group_attr} if self.has_group else {}
+        attributions: dict[str, Any] = {}
+        if self.has_attr and self.attr_names:
+            empty = (None,) * len(self.attr_names)
+            arr = np.array([empty if r is None else r for r in self.attr_rows], dtype=np.float64)
+            arr = arr.reshape(len(self), len(self.attr_names))
+            attributions = {name: np.ascontiguousarray(arr[:, j]) for j, name in enumerate(self.attr_names)}
         return EventBatch(
             model=self.model.name, timestamps=self.timestamps, versions=self.versions, ids=self.ids,
             latency_seconds=self.latency, errors=self.errors, features=features, predictions=self.predictions,
             scores=self.scores, labels=self.labels, attributes=attributes, source=self.source,
+            attributions=attributions,
         )
 
 

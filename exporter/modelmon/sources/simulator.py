@@ -38,16 +38,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from ..config import AttributionConfig, FairnessConfig, FeatureConfig, ModelConfig, SimulatorConfig
+from ..config import (
+    AttributionConfig,
+    FairnessConfig,
+    FeatureConfig,
+    ModelConfig,
+    SimulatorConfig,
+)
 from ..drift.reference import ReferenceProfile, build_profile
-from ..profile_sections import fit_sections
 from ..events import EventBatch
 from ..ingest import ItemError, check_label
+from ..profile_sections import fit_sections
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,7 @@ class LinearScore:
     baseline: dict[str, float]
 
     @classmethod
-    def fit(cls, reference: dict[str, np.ndarray]) -> "LinearScore":
+    def fit(cls, reference: dict[str, np.ndarray]) -> LinearScore:
         base = {f: float(np.mean(reference[f])) for f in COEFFICIENTS}
         for f, eff in EFFECTS.items():
             base[f] = float(np.mean([eff[c] for c in reference[f]]))
