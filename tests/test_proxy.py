@@ -321,6 +321,10 @@ def test_invalid_json_paths(bad):
     ({"listen_address": ":0", "upstream": "http://x", "model": "zzz"}, "proxy.model", "unknown model"),
     ({"listen_address": ":0", "upstream": "http://x", "features": {"height": "a.b"}}, "proxy.features.height", "not a feature"),
     ({"listen_address": ":0", "upstream": "http://x", "prediction": "a..b"}, "proxy.prediction", "invalid path"),
+    ({"listen_address": ":0", "upstream": "http://x", "attributions": {"height": "a"}}, "proxy.attributions.height",
+     "not a feature"),
+    ({"listen_address": ":0", "upstream": "http://x", "attributions": {"age": "a..b"}}, "proxy.attributions.age",
+     "invalid path"),
 ])
 def test_proxy_config_errors_name_the_field(proxy, field, message):
     with pytest.raises(ConfigError) as exc:

@@ -345,6 +345,8 @@ class ProxyConfig:
     features: dict[str, str] = field(default_factory=dict)
     prediction: str = ""
     score: str = ""
+    #: Feature -> dotted path into the JSON *response* body of its attribution (explanations served with predictions).
+    attributions: dict[str, str] = field(default_factory=dict)
     timeout_seconds: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
     #: JSON bodies up to this size are parsed for extraction; larger ones only pass through.
     max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
