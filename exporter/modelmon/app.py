@@ -12,8 +12,9 @@ from .collectors import build_registry
 from .config import Config, ConfigError, ModelConfig
 from .datasets import DataError, load_table
 from .drift.reference import ReferenceProfile, build_profile
+from .estimation.sections import fit_sections, load_estimators
 from .pipeline import Pipeline
-from .profile_sections import fit_sections, importance_profile, outlier_model
+from .profile_sections import fit_explain_sections, importance_profile, outlier_model
 from .web import ExporterServer
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfile | None:
     """The model's frozen reference profile, from a profile file or raw data."""
-    if not model.monitored_features():
+    if not model.monitored_features() and not model.performance_estimation.enabled:
         return None
     if not model.reference.path:
         if cfg.simulator.enabled and model.name == cfg.simulator.model:
@@ -38,13 +39,16 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             missing = [f.name for f in model.monitored_features() if f.name not in prof.features]
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
-            importance_profile(prof, model)  # a missing or malformed section names the file here
-            outlier_model(prof, model)
-            return prof
-        cols = load_table(path)
-        prof = build_profile(cols, model.monitored_features(), bins=model.drift.bins,
-                             sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
-        return fit_sections(prof, cols, model)
+        else:
+            cols = load_table(path)
+            prof = build_profile(cols, model.monitored_features(), bins=model.drift.bins,
+                                 sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
+            fit_sections(prof, cols, model)
+            fit_explain_sections(prof, cols, model)
+        load_estimators(prof, model)
+        importance_profile(prof, model)  # a missing or malformed section names the file here
+        outlier_model(prof, model)  # an enabled estimator the profile lacks is a config error
+        return prof
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),
                           file=cfg.source or None, field_path=field_path) from None

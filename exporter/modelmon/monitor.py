@@ -27,7 +27,10 @@ import numpy as np
 
 from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
+from .drift.multivariate import MultivariateResult
 from .drift.reference import ReferenceProfile, to_float_array
+from .estimation.cbpe import CBPEResult
+from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
 from .explain import ImportanceComparison, compare_importance
 from .profile_sections import importance_profile, outlier_model
@@ -103,6 +106,8 @@ class ModelMonitor:
         self.attribution_features = [f.name for f in cfg.features] if cfg.attributions.enabled else []
         self.importance_profile = importance_profile(profile, cfg)
         self._importance_cache: dict[str, tuple[float, ImportanceComparison]] = {}
+        #: Label-free estimators fitted on the reference (None unless enabled).
+        self.estimators = load_estimators(profile, cfg)
         self.groups = list(cfg.fairness.groups)
         self._group_index = {g: i for i, g in enumerate(self.groups)}
         fcols = {
@@ -115,6 +120,10 @@ class ModelMonitor:
             fcols["outlier"] = ColumnSpec(np.int8, 1, codes=2, fill=-1)
         if self.attribution_features:
             fcols["attr"] = ColumnSpec(np.float64, len(self.attribution_features), fill=math.nan)
+        if self.estimators.cbpe is not None:
+            # Every served prediction, labelled or not: what CBPE estimates from.
+            fcols["pred_pos"] = ColumnSpec(np.float64, 1, fill=math.nan)
+            fcols["score"] = ColumnSpec(np.float64, 1, fill=math.nan)
         qcols = {
             "pred": ColumnSpec(np.float64, 1, fill=math.nan),
             "label": ColumnSpec(np.float64, 1, fill=math.nan),
@@ -126,6 +135,8 @@ class ModelMonitor:
         self.labelled = {w.name: TimeWindow(w.name, w.duration_seconds, w.max_events, qcols) for w in config.windows}
         self._drift_cache: dict[str, DriftReport] = {}
         self._quality_cache: dict[str, tuple[float, QualityReport]] = {}
+        self._estimate_cache: dict[str, tuple[float, CBPEResult]] = {}
+        self._multivariate_cache: dict[str, tuple[float, MultivariateResult]] = {}
         self._drift_lock = threading.Lock()
 
     # ------------------------------------------------------------------ intake
@@ -191,6 +202,9 @@ class ModelMonitor:
             cols["outlier"] = self._score_outliers(batch, num, cat)
         if self.attribution_features:
             cols["attr"] = self._attribution_rows(batch, n)
+        if self.estimators.cbpe is not None:
+            cols["pred_pos"] = positive_indicator(batch.predictions, self.cfg.positive_class)
+            cols["score"] = scores_array(batch.scores)
         for w in self.windows.values():
             w.append(now, cols, now=now)
         # Events that carry their label are labelled at once.
@@ -425,3 +439,35 @@ class ModelMonitor:
             )
             self._quality_cache[window] = (now, rep)
             return rep
+
+    def estimated_performance(self, window: str) -> CBPEResult | None:
+        """Label-free metric estimates of a window (cached like drift)."""
+        cbpe = self.estimators.cbpe
+        if cbpe is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._estimate_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.windows[window].snapshot(now=now, columns=("pred_pos", "score"))
+            res = cbpe.estimate(snap.columns["score"][0], snap.columns["pred_pos"][0])
+            self._estimate_cache[window] = (now, res)
+            return res
+
+    def multivariate(self, window: str) -> MultivariateResult | None:
+        """PCA reconstruction error of a window's rows (cached like drift)."""
+        model = self.estimators.multivariate
+        if model is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._multivariate_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.windows[window].snapshot(now=now, columns=("num", "cat"))
+            num = {n: snap.columns["num"][i] for i, n in enumerate(self.num_names) if n in model.numerical}
+            codes = {n: snap.columns["cat"][i] for i, n in enumerate(self.cat_names) if n in model.categorical}
+            res = model.evaluate(num, codes)
+            self._multivariate_cache[window] = (now, res)
+            return res

@@ -21,25 +21,26 @@ from .drift.reference import (
     ReferenceProfile,
     to_float_array,
 )
+from .estimation.sections import column_values
 from .explain import IMPORTANCE_SECTION, ImportanceProfile
 
 log = logging.getLogger(__name__)
 
 
-def fit_sections(profile: ReferenceProfile, columns: Mapping[str, Any], model: ModelConfig) -> ReferenceProfile:
-    """``profile`` with the sections ``model`` asks for, fitted on the reference ``columns``.
+def fit_explain_sections(profile: ReferenceProfile, columns: Mapping[str, Any], model: ModelConfig) -> None:
+    """Store in ``profile`` the sections ``model`` asks for, fitted on the reference ``columns``.
 
     Raises ``ValueError`` naming the column when the reference lacks an attribution column.
     """
     sections: dict[str, Any] = {}
     if model.outliers.enabled:
-        num = {f.name: to_float_array(columns[f.name]) for f in model.features
+        num = {f.name: to_float_array(column_values(columns[f.name])) for f in model.features
                if isinstance(profile.features.get(f.name), NumericalProfile)}
         cat = {}
         for f in model.features:
             prof = profile.features.get(f.name)
             if isinstance(prof, CategoricalProfile):
-                cat[f.name] = (prof.codes(columns[f.name]), prof.counts)
+                cat[f.name] = (prof.codes(column_values(columns[f.name])), prof.counts)
         if num or cat:
             sections[OUTLIER_SECTION] = fit_outlier_model(
                 num, cat, quantile=model.outliers.quantile, shrinkage=model.outliers.shrinkage).to_section()
@@ -49,10 +50,9 @@ def fit_sections(profile: ReferenceProfile, columns: Mapping[str, Any], model: M
         if missing:
             raise ValueError(f"attributions.enabled needs reference columns {', '.join(missing)}")
         sections[IMPORTANCE_SECTION] = ImportanceProfile.fit(
-            {f: to_float_array(columns[c]) for f, c in cols.items()}).to_section()
-    if not sections:
-        return profile
-    return ReferenceProfile(features=profile.features, rows=profile.rows, sections={**profile.sections, **sections})
+            {f: to_float_array(column_values(columns[c])) for f, c in cols.items()}).to_section()
+    for name, content in sections.items():
+        profile.set_section(name, content)
 
 
 def outlier_model(profile: ReferenceProfile | None, model: ModelConfig) -> OutlierModel | None:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from ..pipeline import Pipeline
 from .drift import DriftCollector
+from .estimation import EstimationCollector
 from .explain import ExplainCollector
 from .health import HealthCollector
 from .quality import QualityCollector
@@ -21,7 +22,7 @@ def build_registry(pipeline: Pipeline, extra: list | None = None) -> CollectorRe
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     health = HealthCollector(pipeline)
-    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline),
+    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline), EstimationCollector(pipeline),
               ThresholdCollector(pipeline), ExplainCollector(pipeline), *(extra or [])):
         registry.register(health.timed(c))
     registry.register(health)

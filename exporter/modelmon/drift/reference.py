@@ -127,7 +127,8 @@ class ReferenceProfile:
     features: dict[str, FeatureProfile]
     rows: int
     hash: str = ""
-    #: Further per-profile data as JSON values keyed by section name (outlier model, importance...).
+    #: Optional fitted estimators, JSON-ready, by name (performance
+    #: estimation, multivariate drift: see modelmon.estimation.sections).
     sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,10 +144,15 @@ class ReferenceProfile:
                 if isinstance(v, np.ndarray):
                     d[k] = v.tolist()
             feats[name] = d
-        payload = {"format": PROFILE_FORMAT, "rows": self.rows, "features": feats}
+        payload: dict[str, Any] = {"format": PROFILE_FORMAT, "rows": self.rows, "features": feats}
         if self.sections:
             payload["sections"] = self.sections
         return payload
+
+    def set_section(self, name: str, content: dict[str, Any]) -> None:
+        """Attach a fitted estimator; the content hash covers it."""
+        self.sections[name] = content
+        self.hash = _content_hash(self._payload())
 
     def to_json(self) -> str:
         payload = self._payload()

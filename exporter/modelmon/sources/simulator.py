@@ -14,17 +14,27 @@ error-burst     10 % errors                   (threshold 5 %)
 accuracy-decay  accuracy 0.80                 (threshold 0.85)
 data-drift      age +0.2 sd (slight), income +0.5 sd and x1.2 sd (moderate),
                 credit_score +1 sd and x1.5 sd (severe), region mix reversed
-incident        all of the above at once
+covariate-shift tablets (where the model is unsure) 10 % -> 60 % of traffic,
+                accuracy 0.95 -> ~0.76, labels withheld: only the
+                label-free estimate (CBPE) sees the drop
+incident        all of the above at once (but covariate-shift)
 importance-     the input mix changes which features matter: credit_score
 shift           sd 80 -> 15, session_seconds mean 300 -> 1500 s, 85 % west,
                 so session_seconds and region lead the importance ranking
                 instead of credit_score
 ============== ============================================================
 
-The model's score is linear in its inputs (:data:`COEFFICIENTS`, region and
-device effects), so each event carries exact attributions: coefficient x
-(value - reference mean) for numerical features, effect - reference mean effect
-for categorical ones.
+Labels follow a logit linear in the inputs (:data:`COEFFICIENTS` for the
+numerical features, :data:`EFFECTS` per category), so each event carries exact
+attributions of that linear score: coefficient x (value - reference mean) for
+numerical features, effect - reference mean effect for categorical ones.
+
+Scores are calibrated: each prediction is right with probability ``c`` (its
+confidence) and the score is ``c`` for a positive prediction, ``1 - c`` for a
+negative one.  Confidence is high (``c ~ U(0.978, 1)``) except on tablets
+(``c ~ U(0.5, 0.7)``), so accuracy is 0.95 on the reference mix; more
+tablets lower it *and* the scores say so.  ``accuracy-decay`` is concept
+drift instead: predictions are wrong more often than their scores claim.
 
 The anomaly starts ``anomaly_after`` seconds after start and, when
 ``anomaly_duration`` > 0, ends after that long, so alerts can fire and resolve.
@@ -38,34 +48,36 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ..config import (
-    AttributionConfig,
-    FairnessConfig,
-    FeatureConfig,
-    ModelConfig,
-    SimulatorConfig,
-)
+from ..config import (AttributionConfig, FairnessConfig, FeatureConfig, ModelConfig, MultivariateDriftConfig,
+                      PerformanceEstimationConfig, SimulatorConfig)
 from ..drift.reference import ReferenceProfile, build_profile
+from ..estimation.sections import fit_sections
 from ..events import EventBatch
 from ..ingest import ItemError, check_label
-from ..profile_sections import fit_sections
+from ..profile_sections import fit_explain_sections
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift", "incident",
-             "importance-shift")
+SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift",
+             "covariate-shift", "incident", "importance-shift")
 MODEL_VERSION = "1.0.0"
 REGIONS = ["north", "south", "east", "west"]
 DEVICES = ["mobile", "desktop", "tablet"]
-#: The linear score's coefficients per numerical feature, and effects per category.
+#: The label logit's coefficients per numerical feature, and effects per category.
 COEFFICIENTS = {"age": 0.03, "income": 1.5e-5, "credit_score": 0.01, "session_seconds": -0.0005}
 EFFECTS = {"region": {"north": 0.4, "south": 0.1, "east": -0.2, "west": -0.5},
            "device": {"mobile": 0.05, "desktop": -0.05, "tablet": 0.0}}
+#: Device mix of the reference and of the covariate-shift scenario.
+DEVICE_MIX = [0.6, 0.3, 0.1]
+SHIFTED_DEVICE_MIX = [0.25, 0.15, 0.6]
+#: Confidence ranges: sure everywhere but on tablets (mean accuracy 0.95 on the reference mix).
+CONFIDENT = (0.978, 1.0)
+UNSURE = (0.5, 0.7)
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Regime:
     error_rate: float = 0.01
     accuracy: float = 0.95
     drift: bool = False
+    covariate_shift: bool = False
     #: The input mix of the ``importance-shift`` scenario.
     mix: bool = False
 
@@ -98,6 +111,8 @@ def demo_model_config(name: str = "demo") -> ModelConfig:
             FeatureConfig(name="device", type="categorical", categories=list(DEVICES)),
         ],
         fairness=FairnessConfig(attribute="region", groups=list(REGIONS), reference_group="north"),
+        performance_estimation=PerformanceEstimationConfig(enabled=True),
+        multivariate_drift=MultivariateDriftConfig(enabled=True),
         attributions=AttributionConfig(enabled=True),
     )
 
@@ -113,12 +128,14 @@ def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
         error_rate=0.10 if every or scenario == "error-burst" else 0.01,
         accuracy=0.80 if every or scenario == "accuracy-decay" else 0.95,
         drift=every or scenario == "data-drift",
+        covariate_shift=scenario == "covariate-shift",
         mix=scenario == "importance-shift",
     )
 
 
-def generate_features(rng: np.random.Generator, n: int, drift: bool = False, mix: bool = False) -> dict[str, np.ndarray]:
-    """Feature columns of ``n`` simulated requests (the reference when ``drift`` and ``mix`` are False)."""
+def generate_features(rng: np.random.Generator, n: int, drift: bool = False, covariate_shift: bool = False,
+                      mix: bool = False) -> dict[str, np.ndarray]:
+    """Feature columns of ``n`` simulated requests (the reference when ``drift`` is False)."""
     if mix:
         return {
             "age": np.clip(rng.normal(40, 12, n), 18, 100),
@@ -126,7 +143,7 @@ def generate_features(rng: np.random.Generator, n: int, drift: bool = False, mix
             "credit_score": np.clip(rng.normal(650, 15, n), 300, 850),
             "session_seconds": rng.exponential(1500.0, n),
             "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=[0.05, 0.05, 0.05, 0.85])],
-            "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=[0.6, 0.3, 0.1])],
+            "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=DEVICE_MIX)],
         }
     if drift:
         age = rng.normal(40 + 0.2 * 12, 12, n)
@@ -144,18 +161,13 @@ def generate_features(rng: np.random.Generator, n: int, drift: bool = False, mix
         "credit_score": np.clip(credit, 300, 850) if not drift else np.clip(credit, 300, 1000),
         "session_seconds": rng.exponential(300.0, n),
         "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=region_p)],
-        "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=[0.6, 0.3, 0.1])],
+        "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=SHIFTED_DEVICE_MIX if covariate_shift else DEVICE_MIX)],
     }
-
-
-def reference_data(rows: int, seed: int | None) -> dict[str, np.ndarray]:
-    """The demo's reference features, generated from the ``normal`` regime."""
-    return generate_features(np.random.default_rng(None if seed is None else seed + 1), rows)
 
 
 @dataclass(frozen=True)
 class LinearScore:
-    """The demo model's score: linear in the inputs, so attributions are exact."""
+    """The label logit, linear in the inputs, so its attributions are exact."""
 
     #: Reference mean of each numerical feature and mean effect of each categorical one.
     baseline: dict[str, float]
@@ -174,22 +186,49 @@ class LinearScore:
         return out
 
     def logit(self, feats: dict[str, np.ndarray]) -> np.ndarray:
-        """Log-odds of churn: the baseline's value plus the attributions (-0.5 at the reference means)."""
+        """-0.5 at the reference means, plus every feature's attribution."""
         return -0.5 + sum(self.attributions(feats).values())
 
 
+def reference_data(rows: int, seed: int | None) -> tuple[np.random.Generator, dict[str, np.ndarray]]:
+    """The demo's reference features (``normal`` regime) and the generator that made them."""
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    return rng, generate_features(rng, rows)
+
+
+def generate_outputs(rng: np.random.Generator, feats: dict[str, np.ndarray], accuracy: float = 0.95,
+                     logit: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Label, prediction and calibrated score of each row (see module docs);
+    ``accuracy`` below 0.95 makes predictions wrong more often than their
+    confidence says (concept drift).  ``logit`` is the label's log-odds
+    (default: :class:`LinearScore` fitted on ``feats``)."""
+    n = len(feats["age"])
+    if logit is None:
+        logit = LinearScore.fit(feats).logit(feats)
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    unsure = feats["device"] == "tablet"
+    conf = np.where(unsure, rng.uniform(*UNSURE, n), rng.uniform(*CONFIDENT, n))
+    correct = rng.random(n) < conf - (0.95 - accuracy)
+    pred = np.where(correct, label, 1 - label)
+    score = np.where(pred == 1, conf, 1.0 - conf)
+    return {"label": label, "prediction": pred, "score": score}
+
+
 def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> ReferenceProfile:
-    """The demo's reference profile (with the linear score's attributions as reference columns)."""
-    cols: dict[str, np.ndarray] = dict(reference_data(rows, seed))
+    """The demo's reference profile, generated from the ``normal`` regime."""
+    rng, cols = reference_data(rows, seed)
     score = LinearScore.fit(cols)
+    out = generate_outputs(rng, cols, logit=score.logit(cols))
+    cols.update({k: v.astype(str) if k != "score" else v for k, v in out.items()})
     for f, a in score.attributions(cols).items():
         cols[model.attributions.column_prefix + f] = a
-    features = [f for f in model.monitored_features() if f.name in cols]
     prof = build_profile(
-        cols, features, bins=model.drift.bins,
+        cols, model.monitored_features(), bins=model.drift.bins,
         sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories,
     )
-    return fit_sections(prof, cols, model)
+    fit_sections(prof, cols, model)
+    fit_explain_sections(prof, cols, model)
+    return prof
 
 
 class Simulator:
@@ -214,7 +253,7 @@ class Simulator:
         self._carry = 0.0
         self.started_at = clock()
         self.emitted = 0
-        self.score = LinearScore.fit(reference_data(cfg.reference_rows, cfg.seed))
+        self.score = LinearScore.fit(reference_data(cfg.reference_rows, cfg.seed)[1])
 
     # -------------------------------------------------------------- scenario
     def anomalous(self, now: float | None = None) -> bool:
@@ -232,18 +271,16 @@ class Simulator:
     def batch(self, n: int, regime: Regime, now: float) -> EventBatch:
         """``n`` simulated events under ``regime`` (vectorised)."""
         rng = self.rng
-        feats = generate_features(rng, n, drift=regime.drift, mix=regime.mix)
+        feats = generate_features(rng, n, drift=regime.drift, covariate_shift=regime.covariate_shift, mix=regime.mix)
         attributions = self.score.attributions(feats)
-        logit = -0.5 + sum(attributions.values())
-        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-        correct = rng.random(n) < regime.accuracy
-        pred = np.where(correct, label, 1 - label)
-        score = np.where(pred == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n))
+        out = generate_outputs(rng, feats, regime.accuracy, logit=-0.5 + sum(attributions.values()))
+        label, pred, score = out["label"], out["prediction"], out["score"]
         latency = np.maximum(rng.normal(regime.latency_mean, regime.latency_sd, n), 0.005)
         errors = rng.random(n) < regime.error_rate
         start = self.emitted
         self.emitted += n
-        labels = [None if e else str(v) for v, e in zip(label.tolist(), errors.tolist())]
+        # Covariate shift: the labels are withheld (they would come months later).
+        labels = [None if e or regime.covariate_shift else str(v) for v, e in zip(label.tolist(), errors.tolist())]
         return EventBatch(
             model=self.cfg.model,
             timestamps=[now] * n,
