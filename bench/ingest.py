@@ -9,6 +9,7 @@ during and after the run, then one scrape's duration with full windows.
 
     python bench/ingest.py                      # 1M events in batches of 1000, 200k in batches of 100
     python bench/ingest.py --events 2000000 --clients 2
+    python bench/ingest.py --outliers both      # per-event outlier scoring on, then off (same run)
 
 Target (issue 4): >= 50,000 events/s with batches of 1000 on a 2-core machine,
 memory flat after the windows and the join buffer have filled.
@@ -45,7 +46,7 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def write_config(d: Path, n_features: int) -> Path:
+def write_config(d: Path, n_features: int, outliers: bool = True) -> Path:
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(n_features)]
     ref = rng.normal(0, 1, (5000, n_features))
@@ -59,6 +60,7 @@ def write_config(d: Path, n_features: int) -> Path:
     features:
 {feats}
     reference: {{path: ref.csv}}
+    outliers: {{enabled: {str(outliers).lower()}}}
 """)
     return cfg
 
@@ -138,10 +140,23 @@ def main() -> None:
     ap.add_argument("--small-events", type=int, default=200_000, help="events in batches of 100 (default 200k)")
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--clients", type=int, default=1, help="concurrent keep-alive connections")
+    ap.add_argument("--outliers", choices=("on", "off", "both"), default="on",
+                    help="per-event outlier scoring (models[].outliers.enabled); both: one exporter each, in turn")
     args = ap.parse_args()
+    results = {}
+    for mode in (("on", "off") if args.outliers == "both" else (args.outliers,)):
+        print(f"--- outlier scoring {mode}")
+        results[mode] = run_exporter(args, outliers=mode == "on")
+    if len(results) == 2:
+        on, off = results["on"], results["off"]
+        print(f"batches of 1000, outlier scoring on: {on:,.0f} events/s, off: {off:,.0f} events/s "
+              f"({(on / off - 1) * 100:+.1f} %); load {Path('/proc/loadavg').read_text().split()[0]}")
 
+
+def run_exporter(args: argparse.Namespace, outliers: bool) -> float:
+    """One exporter process through both phases; returns the batches-of-1000 rate."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(Path(tmp), args.features)
+        cfg = write_config(Path(tmp), args.features, outliers)
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg), f"--web.listen-address=127.0.0.1:{port}",
@@ -174,6 +189,10 @@ def main() -> None:
                            if line.startswith('modelmon_events_accepted_total{model="bench"'))
             print(f"first scrape with full windows (drift of {args.features} features x 2 windows): {scrape * 1000:.0f} ms")
             print(f"events accepted per /metrics: {accepted:,.0f} (sent {counter[0]:,})")
+            outlying = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith('modelmon_outlier_events_total{model="bench"'))
+            print(f"outlying events counted: {outlying:,.0f}")
+            return big
         finally:
             proc.terminate()
             proc.wait(timeout=10)
