@@ -119,3 +119,32 @@ def test_importance_gauges_and_rank_correlation_against_hand_and_scipy(tmp_path)
 def test_attributions_enabled_without_reference_columns_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"ref.csv.*attribution_a"):
         make(tmp_path, with_attributions=False)
+
+
+def test_simulator_attributions_are_exact_and_importance_shift_reorders_the_ranking():
+    from modelmon.config import Config, SimulatorConfig
+    from modelmon.sources.simulator import COEFFICIENTS, Simulator, demo_model_config, reference_data, reference_profile
+
+    model = demo_model_config()
+    model.drift.recompute_interval_seconds = 0
+    cfg = Config(models=[model])
+    ref = reference_data(20_000, 1)[1]
+    pipe = Pipeline(cfg, {"demo": reference_profile(model, 20_000, 1)})
+    reg = build_registry(pipe)
+    sim = Simulator(SimulatorConfig(scenario="importance-shift", anomaly_after_seconds=3600, seed=1), pipe.submit)
+    normal = sim.batch(20_000, sim.regime(now=sim.started_at), 0.0)
+    # Exact for the linear score: coefficient x (value - reference mean).
+    age = np.asarray(normal.features["age"])
+    assert normal.attributions["age"] == pytest.approx(COEFFICIENTS["age"] * (age - ref["age"].mean()), abs=1e-12)
+    pipe.submit(normal)
+    rho = {"model": "demo", "window": "5m"}
+    assert reg.get_sample_value("modelmon_feature_importance_rank_correlation", rho) > 0.9
+    outliers_before = reg.get_sample_value("modelmon_outlier_ratio", rho)
+    mon = pipe.monitors["demo"]
+    for w in mon.windows.values():
+        w.evict(float("inf"))  # an empty window, as if the normal traffic had aged out
+    shifted = sim.batch(20_000, sim.regime(now=sim.started_at + 7200), 0.0)
+    pipe.submit(shifted)
+    assert reg.get_sample_value("modelmon_feature_importance_rank_correlation", rho) < 0.7
+    assert reg.get_sample_value("modelmon_feature_importance_shift_detected", rho) == 1
+    assert reg.get_sample_value("modelmon_outlier_ratio", rho) > 3 * max(outliers_before, 0.005)

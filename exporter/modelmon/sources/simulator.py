@@ -187,7 +187,12 @@ class LinearScore:
 
     def logit(self, feats: dict[str, np.ndarray]) -> np.ndarray:
         """-0.5 at the reference means, plus every feature's attribution."""
-        return -0.5 + sum(self.attributions(feats).values())
+        return logit_of(self.attributions(feats))
+
+
+def logit_of(attributions: dict[str, np.ndarray]) -> np.ndarray:
+    """The linear score from its attributions: -0.5 plus their sum."""
+    return -0.5 + np.sum(np.vstack(list(attributions.values())), axis=0)
 
 
 def reference_data(rows: int, seed: int | None) -> tuple[np.random.Generator, dict[str, np.ndarray]]:
@@ -273,7 +278,7 @@ class Simulator:
         rng = self.rng
         feats = generate_features(rng, n, drift=regime.drift, covariate_shift=regime.covariate_shift, mix=regime.mix)
         attributions = self.score.attributions(feats)
-        out = generate_outputs(rng, feats, regime.accuracy, logit=-0.5 + sum(attributions.values()))
+        out = generate_outputs(rng, feats, regime.accuracy, logit=logit_of(attributions))
         label, pred, score = out["label"], out["prediction"], out["score"]
         latency = np.maximum(rng.normal(regime.latency_mean, regime.latency_sd, n), 0.005)
         errors = rng.random(n) < regime.error_rate
