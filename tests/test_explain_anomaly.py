@@ -130,3 +130,25 @@ def test_constant_feature_and_section_round_trip():
     assert again.score(np.array([[2.0, 2.5], [0.0, 0.0]])).tolist() == s.tolist()
     with pytest.raises(ValueError, match="outlier_model"):
         OutlierModel.from_section({"numerical": ["a"]})
+
+
+def test_a_tampered_outlier_section_is_refused_on_load_naming_the_file(tmp_path):
+    import json
+
+    from modelmon.config import FeatureConfig, ModelConfig
+    from modelmon.drift.reference import ProfileError, ReferenceProfile, build_profile
+    from modelmon.profile_sections import fit_explain_sections
+
+    rng = np.random.default_rng(0)
+    cols = {"x": rng.normal(size=500), "y": rng.normal(size=500)}
+    model = ModelConfig(name="m", features=[FeatureConfig(name="x"), FeatureConfig(name="y")])
+    prof = build_profile(cols, model.features)
+    fit_explain_sections(prof, cols, model)
+    path = tmp_path / "p.json"
+    prof.save(path)
+    assert ReferenceProfile.load(path).sections["outlier_model"]["threshold"] == prof.sections["outlier_model"]["threshold"]
+    doc = json.loads(path.read_text())
+    doc["sections"]["outlier_model"]["precision"] = [[1.0]]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ProfileError, match=r"p.json.*outlier_model"):
+        ReferenceProfile.load(path)

@@ -40,8 +40,9 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
         else:
-            cols = load_table(path)
+            cols = load_table(path, types={f.name: f.type for f in model.monitored_features()})
             prof = build_profile(cols, model.monitored_features(), bins=model.drift.bins,
+                                 discrete_max=model.drift.discrete_max_values or None,
                                  sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
             fit_sections(prof, cols, model)
             fit_explain_sections(prof, cols, model)

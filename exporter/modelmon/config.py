@@ -161,6 +161,9 @@ class DriftConfig:
     #: bin counters (two out-of-range bins are added).  Small on purpose: each
     #: bin is one time series per feature.
     bins: int = field(default=10, metadata=_check(lambda x: 2 <= x <= 50, "must be between 2 and 50"))
+    #: A numerical feature with at most this many distinct reference values
+    #: is binned on its values (one slot each) instead of quantiles; 0 = ``bins``.
+    discrete_max_values: int = field(default=0, metadata=_check(lambda x: 0 <= x <= 50, "must be between 0 and 50"))
     #: Below this many values in a window no score is reported.
     min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
     #: Scores are recomputed at most this often and cached between scrapes.

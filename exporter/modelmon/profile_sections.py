@@ -18,13 +18,29 @@ from .config import ModelConfig
 from .drift.reference import (
     CategoricalProfile,
     NumericalProfile,
+    ProfileError,
     ReferenceProfile,
+    register_section,
     to_float_array,
 )
 from .estimation.sections import column_values
 from .explain import IMPORTANCE_SECTION, ImportanceProfile
 
 log = logging.getLogger(__name__)
+
+
+def _validator(load: Any) -> Any:
+    def validate(value: Any, where: str) -> None:
+        try:
+            load(value, where)
+        except ValueError as exc:
+            raise ProfileError(str(exc)) from None
+    return validate
+
+
+# A malformed section is refused when the profile is loaded, naming the file.
+register_section(OUTLIER_SECTION, _validator(OutlierModel.from_section))
+register_section(IMPORTANCE_SECTION, _validator(ImportanceProfile.from_section))
 
 
 def fit_explain_sections(profile: ReferenceProfile, columns: Mapping[str, Any], model: ModelConfig) -> None:

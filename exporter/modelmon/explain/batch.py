@@ -25,17 +25,20 @@ from .attributions import IMPORTANCE_SECTION, ImportanceProfile, compare_importa
 
 
 def batch_model(model: ModelConfig | None, profile: ReferenceProfile, reference_columns: Iterable[str] | None,
-                current_columns: Iterable[str]) -> ModelConfig:
+                current_columns: Iterable[str] | None) -> ModelConfig:
     """The model config the batch sections follow: ``model`` (or one whose features are the
-    profile's, less attribution columns), with attributions on when both files carry their columns
-    (``reference_columns`` None: the reference is a profile, which decides by its own section)."""
+    profile's, less attribution columns), with attributions on when the files carry their
+    columns: the reference's (``reference_columns``; None when the reference is a profile,
+    which then needs its importance section) and the current file's (None: not checked yet)."""
     if model is None:
         prefix = ModelConfig(name="batch").attributions.column_prefix
         model = ModelConfig(name="batch", features=[FeatureConfig(name=n, type=p.type) for n, p in profile.features.items()
                                                     if not n.startswith(prefix)])
-    cols = model.attribution_columns().values()
-    cur = set(current_columns)
-    present = bool(cols) and all(c in cur for c in cols)
+    cols = list(model.attribution_columns().values())
+    present = bool(cols)
+    if current_columns is not None:
+        cur = set(current_columns)
+        present = present and all(c in cur for c in cols)
     if reference_columns is not None:
         ref = set(reference_columns)
         present = present and all(c in ref for c in cols)
