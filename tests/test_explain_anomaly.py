@@ -1,11 +1,14 @@
 """Importance, rank correlation and outlier scores against hand computation, scipy and numpy."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 from modelmon.anomaly import OutlierModel, fit_outlier_model
 from modelmon.anomaly.outliers import category_penalties
+from modelmon.config import FeatureConfig, ModelConfig
+from modelmon.drift.reference import ProfileError, ReferenceProfile, build_profile
 from modelmon.explain import (
     ImportanceProfile,
     compare_importance,
@@ -13,6 +16,7 @@ from modelmon.explain import (
     rank_average,
     spearman,
 )
+from modelmon.profile_sections import fit_explain_sections
 from scipy import stats
 
 
@@ -133,11 +137,7 @@ def test_constant_feature_and_section_round_trip():
 
 
 def test_a_tampered_outlier_section_is_refused_on_load_naming_the_file(tmp_path):
-    import json
 
-    from modelmon.config import FeatureConfig, ModelConfig
-    from modelmon.drift.reference import ProfileError, ReferenceProfile, build_profile
-    from modelmon.profile_sections import fit_explain_sections
 
     rng = np.random.default_rng(0)
     cols = {"x": rng.normal(size=500), "y": rng.normal(size=500)}

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 from modelmon.app import load_profile
 from modelmon.collectors import build_registry
-from modelmon.config import ConfigError, config_from_dict
+from modelmon.config import Config, ConfigError, SimulatorConfig, config_from_dict
 from modelmon.events import EventBatch
 from modelmon.inference_log import InferenceLogger
 from modelmon.pipeline import Pipeline
+from modelmon.sources.simulator import (
+    COEFFICIENTS,
+    Simulator,
+    demo_model_config,
+    reference_data,
+    reference_profile,
+)
 from scipy import stats
 
 RNG = np.random.default_rng(11)
@@ -122,9 +129,6 @@ def test_attributions_enabled_without_reference_columns_names_the_file(tmp_path)
 
 
 def test_simulator_attributions_are_exact_and_importance_shift_reorders_the_ranking():
-    from modelmon.config import Config, SimulatorConfig
-    from modelmon.sources.simulator import COEFFICIENTS, Simulator, demo_model_config, reference_data, reference_profile
-
     model = demo_model_config()
     model.drift.recompute_interval_seconds = 0
     cfg = Config(models=[model])
