@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelmon.app import Exporter
+from modelmon.client import Client
 from modelmon.config import config_from_dict
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,18 @@ def metrics(exp: Exporter) -> dict[tuple[str, tuple], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def test_posted_attributions_and_outliers_reach_metrics(tmp_path):
-    rng = np.random.default_rng(9)
-    cfg = config_from_dict({
+def config(tmp_path, rng):
+    return config_from_dict({
         "models": [{"name": "m", "features": [{"name": "x"}, {"name": "y"}],
                     "reference": {"path": str(write_reference(tmp_path / "ref.csv", rng))},
                     "attributions": {"enabled": True}, "drift": {"recompute_interval": 0}}],
         "windows": [{"duration": "5m", "max_events": 10000}],
     })
-    exp = Exporter(cfg)
+
+
+def test_posted_attributions_and_outliers_reach_metrics(tmp_path):
+    rng = np.random.default_rng(9)
+    exp = Exporter(config(tmp_path, rng))
     exp.start()
     try:
         n = 1000
@@ -62,5 +65,25 @@ def test_posted_attributions_and_outliers_reach_metrics(tmp_path):
         assert got[("modelmon_outlier_events_total", (("model", "m"),))] >= 100
         assert any(k[0] == "modelmon_drift_score" and ("feature", "attribution_y") in k[1] for k in got)
         assert got[("modelmon_events_rejected_total", (("reason", "invalid_field"), ("source", "api")))] == 1
+    finally:
+        exp.stop()
+
+
+def test_client_sends_attributions(tmp_path):
+    rng = np.random.default_rng(10)
+    exp = Exporter(config(tmp_path, rng))
+    exp.start()
+    try:
+        client = Client(f"http://127.0.0.1:{exp.port}", model="m", flush_interval=30.0)
+        for i in range(300):
+            assert client.log_event(id=f"c{i}", features={"x": 0.1, "y": 5.0}, prediction=1,
+                                    attributions={"x": 2.0, "y": -0.5})
+        client.close()
+        assert client.stats.sent == 300 and client.stats.rejected == 0
+        got = metrics(exp)
+        mw = (("model", "m"), ("window", "5m"))
+        assert got[("modelmon_attribution_events", mw)] == 300
+        assert got[("modelmon_feature_importance", (("feature", "y"), *mw))] == pytest.approx(0.5)
+        assert got[("modelmon_feature_importance_rank_correlation", mw)] == pytest.approx(1.0)
     finally:
         exp.stop()
