@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modelmon.anomaly import fit_outlier_model
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -163,8 +165,6 @@ def main() -> None:
 
 def scoring_seconds(n_features: int, reps: int = 200) -> float:
     """CPU time of scoring one batch of 1000 events, the part of ingestion scoring adds."""
-    from modelmon.anomaly import fit_outlier_model
-
     rng = np.random.default_rng(0)
     model = fit_outlier_model({f"f{i}": rng.normal(0, 1, 5000) for i in range(n_features)})
     x = rng.normal(0, 1, (n_features, 1000))
