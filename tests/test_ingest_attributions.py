@@ -47,7 +47,7 @@ def test_bad_attributions_are_refused_one_by_one_with_the_field_named():
              {"model": "m", "attributions": {"a": 0.25}}]
     res = validate(items)
     assert res.accepted == 1 and columns(res)["a"] == [0.25]
-    got = [(r.index, r.reason) for r in res.rejected]
+    got = [(r.position, r.reason) for r in res.rejected]
     assert got == [(0, "non_finite"), (1, "invalid_field"), (2, "invalid_field"), (3, "invalid_field")]
     assert all("attributions" in r.message for r in res.rejected)
 

@@ -39,9 +39,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..config import Config, ConfigError, ModelConfig
-from ..pipeline import Pipeline
+from ..collectors.ingest import ProxyCollector
+from ..config import Config, ConfigError, ModelConfig, listen_address
 from ..ingest import ItemError, ItemValidator, canonical_class, loads
+from ..pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,6 @@ def proxy_model(cfg: Config) -> ModelConfig | None:
 
 def validate_proxy_config(cfg: Config) -> None:
     """Cross-field checks of the ``proxy`` section (called by the config loader and the CLI)."""
-    from ..app import listen_address
-
     p = cfg.proxy
     if not p.listen_address:
         raise ConfigError("required when proxy.upstream is set", field_path="proxy.listen_address")
@@ -266,8 +265,6 @@ class ProxySource:
     """A reverse-proxy listener feeding the pipeline (``source="proxy"``)."""
 
     def __init__(self, cfg: Config, pipeline: Pipeline):
-        from ..app import listen_address
-
         validate_proxy_config(cfg)
         self.cfg = cfg.proxy
         self.pipeline = pipeline
@@ -303,6 +300,14 @@ class ProxySource:
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
+    name = "proxy"
+
+    def routes(self) -> list[Any]:
+        return []  # the proxy has its own listener
+
+    def collectors(self) -> list[Any]:
+        return [ProxyCollector(self)]
+
     def start(self) -> None:
         for target, name in ((self.httpd.serve_forever, "modelmon-proxy"), (self._flusher, "modelmon-proxy-flush")):
             t = threading.Thread(target=target, name=name, daemon=True)
