@@ -53,7 +53,8 @@ def test_posted_attributions_and_outliers_reach_metrics(tmp_path):
         for ev in events[:100]:
             ev["features"]["x"] = 40.0  # far outside the reference
         events.append({"model": "m", "features": {"x": 1.0, "y": 5.0}, "attributions": {"x": "big"}})
-        r = requests.post(f"http://127.0.0.1:{exp.port}/api/v1/events", data=json.dumps(events), timeout=10)
+        r = requests.post(f"http://127.0.0.1:{exp.port}/api/v1/events", data=json.dumps(events), timeout=10,
+                          headers={"Content-Type": "application/json"})
         assert r.status_code == 200 and r.json()["accepted"] == n, r.text
         got = metrics(exp)
         mw = (("model", "m"), ("window", "5m"))
