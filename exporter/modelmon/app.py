@@ -110,7 +110,7 @@ class Exporter:
         ctx = SourceContext(cfg=cfg, pipeline=self.pipeline, label_join=self.label_join, ready=self._ready.is_set)
         self.sources: dict[str, Source] = {spec.name: spec.build(ctx) for spec in SOURCES if spec.enabled(cfg)}
         collectors = [c for src in self.sources.values() for c in src.collectors()]
-        self.registry = build_registry(self.pipeline, collectors)
+        self.registry = build_registry(self.pipeline, collectors, cfg.collectors.disabled())
         #: TLS, basic auth and headers from ``web:`` / ``--web.config.file`` (None when unset).
         self.security: WebSecurity | None = web_security(cfg)
         routes = [r for src in self.sources.values() for r in src.routes()]

@@ -461,6 +461,23 @@ class WebConfig:
 
 
 @dataclass
+class CollectorsConfig:
+    """Metric groups on /metrics (modelmon.collectors.groups); ``false`` drops
+    a group's families, as ``--no-collector.NAME`` does (docs/scale-out.md)."""
+
+    serving: bool = True
+    quality: bool = True
+    fairness: bool = True
+    drift: bool = True
+    data_quality: bool = True
+    bins: bool = True
+    process: bool = True
+
+    def disabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if not getattr(self, f.name)]
+
+
+@dataclass
 class Config:
     """The whole exporter configuration."""
 
@@ -473,6 +490,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    collectors: CollectorsConfig = field(default_factory=CollectorsConfig)
     #: The file this config came from ("" for the built-in default).
     source: str = field(default="", metadata={"internal": True})
 
