@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
                        help="serve POST /-/reload (as Prometheus; SIGHUP reloads either way)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
-                                          "accuracy-decay, data-drift, incident (implies --simulate)")
+                                          "accuracy-decay, data-drift, covariate-shift, importance-shift, incident "
+                                          "(implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
     serve.add_argument("--anomaly-after", metavar="DURATION",
                        help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
