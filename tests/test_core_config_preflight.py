@@ -76,7 +76,7 @@ def test_window_memory_is_bounded_by_the_machine() -> None:
                             "windows": [{"duration": "5m", "max_events": 1_000_000},
                                         {"duration": "1h", "max_events": 1_000_000}]}, source="m.yml")
     need = sum(window_bytes(cfg.models[0], w.max_events) for w in cfg.windows)
-    assert need == 2 * 1_000_000 * (67 + 10 + 2)
+    assert need == 2 * 1_000_000 * (67 + 10 + 2 + 1)  # fixed, numerical, categorical, outlier flag
     with pytest.raises(ConfigError, match=r"^m\.yml: windows: the windows need 0\.1 GiB at start-up "
                                           r"\(1 model\(s\) x 2 window\(s\)\), more than this machine's 0\.1 GiB"):
         prepare(cfg, memory_bytes=need - 1)

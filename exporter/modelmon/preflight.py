@@ -34,8 +34,12 @@ from .webauth import web_security
 EVENT_BYTES_FIXED = (8 + 8 + 1) + (8 + 8 + 4 * 8 + 2)
 EVENT_BYTES_NUMERICAL = 8 + 2
 EVENT_BYTES_CATEGORICAL = 2
-#: Performance estimation (CBPE) keeps every served prediction's positive indicator and score.
+#: Performance estimation (CBPE) keeps every served prediction's positive indicator and score;
+#: outlier scoring a flag; attribution monitoring one value per feature.
+#: (tests/test_core_config_preflight.py checks the sum against the real allocation.)
 EVENT_BYTES_CBPE = 8 + 8
+EVENT_BYTES_OUTLIER = 1
+EVENT_BYTES_ATTRIBUTION = 8
 #: Windows above this share of the machine's memory get a warning.
 MEMORY_WARN_SHARE = 0.5
 
@@ -57,8 +61,10 @@ def window_bytes(model: ModelConfig, max_events: int) -> int:
     feats = model.monitored_features()
     n_num = max(sum(f.type == "numerical" for f in feats), 1)
     n_cat = max(sum(f.type == "categorical" for f in feats), 1)
-    cbpe = EVENT_BYTES_CBPE if model.performance_estimation.enabled else 0
-    return max_events * (EVENT_BYTES_FIXED + EVENT_BYTES_NUMERICAL * n_num + EVENT_BYTES_CATEGORICAL * n_cat + cbpe)
+    extra = EVENT_BYTES_CBPE if model.performance_estimation.enabled else 0
+    extra += EVENT_BYTES_OUTLIER if model.outliers.enabled else 0
+    extra += EVENT_BYTES_ATTRIBUTION * len(model.features) if model.attributions.enabled else 0
+    return max_events * (EVENT_BYTES_FIXED + EVENT_BYTES_NUMERICAL * n_num + EVENT_BYTES_CATEGORICAL * n_cat + extra)
 
 
 def machine_memory_bytes() -> int | None:
