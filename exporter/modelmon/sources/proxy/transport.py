@@ -186,8 +186,12 @@ class ProxyTransport:
             length = request.content_length
             if length is not None and length <= (s.max_capture if want else SMALL_BODY):
                 try:
-                    async with asyncio.timeout(s.body_timeout):
-                        body = await request.content.read()
+                    content = request.content
+                    if content.is_eof():  # already here whole (the common small request): no timer
+                        body = await content.read()
+                    else:
+                        async with asyncio.timeout(s.body_timeout):
+                            body = await content.read()
                 except TimeoutError:
                     return self._refuse(request, "body_timeout", 408, "request body not received in time")
                 except Exception:  # noqa: BLE001 - the client broke off or sent a bad body
