@@ -315,7 +315,7 @@ class ProxyConfig:
     #: previous response; idle keep-alive connections are closed after it too.
     header_timeout_seconds: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
     #: Client connections open at once; more are answered 503 and closed.
-    max_connections: int = field(default=1000, metadata=_check(_positive, "must be > 0"))
+    max_connections: int = field(default=4096, metadata=_check(_positive, "must be > 0"))
     #: Kept-alive connections to the upstream (the pool's size).
     upstream_connections: int = field(default=100, metadata=_check(_positive, "must be > 0"))
     #: JSON bodies up to this size are captured for extraction; larger ones only pass through.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import time
 
@@ -31,6 +32,18 @@ def bind(address: str, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft open-files limit towards ``needed`` (as far as the hard limit allows), so
+    that ``proxy.max_connections`` client sockets plus their upstream ones fit."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):  # not allowed here: the cap then meets the limit first
+        log.warning("cannot raise the open-files limit to %d", needed)
+
+
 class ProxySource:
     """A reverse-proxy listener feeding the pipeline (``source="proxy"``)."""
 
@@ -42,6 +55,7 @@ class ProxySource:
         self.model = model.name
         self.extractor: Extractor = extractor or DottedPathExtractor(model, self.cfg)
         self.recorder = Recorder(model, self.extractor, pipeline.submit, self.cfg.queue_max_events)
+        raise_fd_limit(self.cfg.max_connections + self.cfg.upstream_connections + 256)
         self.sock = bind(self.cfg.listen_address)
         self.port = self.sock.getsockname()[1]
         p = self.cfg

@@ -69,7 +69,7 @@ class TransportSettings:
     upstream_connections: int = 100
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    max_connections: int = 1000
+    max_connections: int = 4096
     #: Largest JSON body captured for extraction.
     max_capture: int = 1024 * 1024
     capture_request: bool = False
@@ -144,6 +144,7 @@ class ProxyTransport:
             keepalive_timeout=s.header_timeout,  # closes a connection still waiting for a complete request head
             logger=_QuietLogger(log), access_log_class=_access_logger_for(self), access_log=log,
             handler_cancellation=True,
+            lingering_time=0,  # a refused request's unread body is not waited for: close at once
         )
         self._server = await asyncio.get_running_loop().create_server(self._protocol, sock=self.sock, backlog=1024)
 
@@ -200,6 +201,8 @@ class ProxyTransport:
             else:
                 cap = [] if want and (length is None or length <= s.max_capture) else None
                 body = self._stream(request, state, cap)
+                if length is not None:  # sent on as it came: the one framing header upstream
+                    out["Content-Length"] = str(length)
         url = URL(self._base + request.raw_path, encoded=True)
         assert self._session is not None
         try:
