@@ -10,14 +10,14 @@ import socket
 import socketserver
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
+from prometheus_client.parser import text_string_to_metric_families
 from servers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -148,7 +148,7 @@ def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         while time.monotonic() < deadline:
             try:
                 piece = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 break
