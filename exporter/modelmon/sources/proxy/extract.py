@@ -15,25 +15,17 @@ dotted paths of :mod:`.paths`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...config import ModelConfig, ProxyConfig
+from ...ingest import MAX_LABEL_LENGTH, is_label_safe
+from ...ingest import loads as json_loads
 from .paths import JsonPath, PathError
 
-try:  # orjson is several times faster on prediction-sized bodies
-    import orjson
-
-    _loads: Any = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-
-#: Longest id, version or category string an extractor emits (the ingest schema's bound).
-MAX_STRING = 256
-#: Longest version string (label value).
+#: Longest version string taken from a response header.
 MAX_VERSION = 128
 
 
@@ -78,20 +70,16 @@ class Extractor(Protocol):
 
 
 def label_safe(value: str, limit: int) -> str | None:
-    """``value`` cut to ``limit`` characters, or ``None`` when it is not valid UTF-8
-    (header values keep undecodable bytes as lone surrogates)."""
+    """``value`` cut to ``limit`` characters, or ``None`` when the ingest schema's label rule
+    refuses it (header values keep undecodable bytes as lone surrogates)."""
     value = value[:limit]
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
+    return value if is_label_safe(value) else None
 
 
 def loads(data: bytes) -> Any:
     """A captured body as JSON, or :class:`ExtractionError` (deep nesting included)."""
     try:
-        return _loads(data)
+        return json_loads(data)
     except (ValueError, RecursionError) as exc:
         raise ExtractionError(f"invalid JSON: {exc}") from None
 
@@ -127,7 +115,7 @@ class DottedPathExtractor:
         if self.id_header:
             rid = ex.request_headers.get(self.id_header)
             if rid:
-                rid = label_safe(rid, MAX_STRING)
+                rid = label_safe(rid, MAX_LABEL_LENGTH)
                 if rid:
                     base["id"] = rid
         return base
@@ -153,9 +141,9 @@ class DottedPathExtractor:
                 v = col[i] if isinstance(col, list) else col
                 if key == "__id":
                     if type(v) is str:
-                        v = label_safe(v, MAX_STRING)
+                        v = label_safe(v, MAX_LABEL_LENGTH)
                     if v is not None and type(v) in (str, int):
-                        ev["id"] = str(v)[:MAX_STRING]
+                        ev["id"] = str(v)[:MAX_LABEL_LENGTH]
                 elif key == "__prediction":
                     ev["prediction"] = self._prediction(v)
                 elif key == "__score":

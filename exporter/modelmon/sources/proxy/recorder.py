@@ -18,7 +18,7 @@ from typing import Any
 
 from ...config import ModelConfig
 from ...events import EventBatch
-from ..api import ItemError, _Builder
+from ...ingest import ItemError, ItemValidator
 from .extract import Exchange, ExtractionError, Extractor
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Recorder:
             if not n:
                 return 0
             exchanges = [q.popleft() for _ in range(n)]
-            b = _Builder(self.model, "proxy")
+            b = ItemValidator(self.model, "proxy")
             now = time.time()
             for ex in exchanges:
                 try:
@@ -95,11 +95,11 @@ class Recorder:
                 failed = False
                 for item in items:
                     try:
-                        b.add(item, now, False)
+                        b.add(item, now)
                     except ItemError:  # a value the extractor let through: keep the serving part
                         failed = True
                         try:
-                            b.add({k: item[k] for k in SERVING_FIELDS if k in item}, now, False)
+                            b.add({k: item[k] for k in SERVING_FIELDS if k in item}, now)
                         except ItemError:
                             pass  # not even the serving part validates: counted as a failure only
                 self.extraction_failures += failed
