@@ -3,21 +3,22 @@ after events, bounded buffer that drops and counts, never raising."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelmon.app import Exporter
 from modelmon.client import Client
 from modelmon.config import config_from_dict
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -210,7 +211,7 @@ def test_retry_after_is_honoured_however_full_the_buffer(scripted):
     # One POST at once, then one per Retry-After second: 4 in 3.2 s (the old client made ~60).
     assert 3 <= n <= 5, n
     times = [t for t, *_ in srv.posts[:n]]
-    assert all(b - a >= 0.95 for a, b in zip(times, times[1:])), times
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), times
     st = client.stats
     assert st.sent == 0 and st.failed_requests == n
     assert st.dropped == logged  # never delivered: every item is counted as dropped at close
@@ -235,7 +236,7 @@ def test_backoff_without_retry_after_grows_and_recovers(scripted):
         client.close()
     times = [t for t, *_ in srv.posts]
     assert len(times) == 4  # three 503s, then delivered: the same batch each time
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.19 and gaps[1] >= 0.39 and gaps[2] >= 0.79, gaps  # 0.2, 0.4, 0.8 s
     assert all(items == srv.posts[0][2] for _, _, items, _ in srv.posts)
     assert client.stats.sent == 5 and client.stats.dropped == 0 and client.stats.given_up == 0

@@ -12,19 +12,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-from scipy import stats
-
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.sources.proxy import JsonPath, PathError
+from prometheus_client.parser import text_string_to_metric_families
+from scipy import stats
 from servers import require_binary
 
 BIG = bytes(range(256)) * 8192  # 2 MiB, over max_parse_bytes
@@ -256,7 +256,7 @@ def test_extracts_features_predictions_and_joins_labels(proxied, upstream):
     # Everything this issue adds (quality, fairness, delay, join, proxy) passes promtool's lint.
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
     assert "modelmon_label_delay_seconds_bucket" in text and "modelmon_proxy_responses_total" in text
-    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], check=False, input=text, capture_output=True, text=True, timeout=30)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
@@ -407,5 +407,5 @@ def test_serve_flags_run_the_proxy(tmp_path, upstream):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    bad = subprocess.run(cmd[:-1] + ["--proxy.upstream=not-a-url"], capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(cmd[:-1] + ["--proxy.upstream=not-a-url"], check=False, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "proxy.upstream: must be an http:// or https:// URL" in bad.stderr

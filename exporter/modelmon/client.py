@@ -44,8 +44,9 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Self
 
 import requests
 
@@ -214,7 +215,7 @@ class Client:
             if label is not None:
                 ev["label"] = label
             return self._put(self._events, ev)
-        except Exception:  # the model's request path must never see our problems
+        except Exception:  # noqa: BLE001 - the model's request path must never see our problems
             self._drop(1)
             return False
 
@@ -225,7 +226,7 @@ class Client:
             if model is not None:
                 item["model"] = model
             return self._put(self._labels, item)
-        except Exception:
+        except Exception:  # noqa: BLE001 - never raise into the caller
             self._drop(1)
             return False
 
@@ -263,10 +264,10 @@ class Client:
         self._session.close()
         _live_clients.discard(self)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------ internals
@@ -451,7 +452,7 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
-_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 @atexit.register
@@ -459,5 +460,5 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
     for c in list(_live_clients):
         try:
             c.close(timeout=2.0)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - interpreter exit: nothing left to tell
             pass

@@ -55,7 +55,7 @@ class IngestCollector:
             failures.add_metric([self.proxy.model], self.proxy.extraction_failures)
             dropped = CounterMetricFamily(
                 "modelmon_proxy_dropped_events",
-                "Proxied predictions not recorded because the proxy's event queue was full.", labels=["model"],
+                "Proxied requests not recorded because the proxy's queue was full.", labels=["model"],
             )
             dropped.add_metric([self.proxy.model], self.proxy.dropped)
             responses = CounterMetricFamily(
