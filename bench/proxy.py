@@ -16,6 +16,7 @@ also checks that the exporter recorded every proxied request.
 
     python bench/proxy.py                         # 3 rounds x 10 s per target
     python bench/proxy.py --duration 5 --rounds 1 --no-extract
+    python bench/proxy.py --inference-us 1000   # a model that spends 1 ms of CPU per prediction
 
 Targets: proxy throughput >= 80 % of the model server alone, added latency
 p50 <= 1 ms and p99 <= 5 ms.  Note that on a 2-core machine the model
@@ -40,11 +41,17 @@ import urllib.request
 from pathlib import Path
 
 UPSTREAM = r'''
-import json, sys
+import json, sys, time
 from aiohttp import web
+
+WORK = float(sys.argv[2]) / 1e6  # seconds of CPU per request: the model's own inference
 
 async def predict(request):
     doc = await request.json()
+    if WORK:
+        end = time.perf_counter() + WORK
+        while time.perf_counter() < end:
+            pass
     preds = [{"label": int(x["age"] > 40), "score": round(min(1.0, x["age"] / 80), 4)} for x in doc["instances"]]
     return web.json_response({"predictions": preds}, headers={"X-Model-Version": "3.1"})
 
@@ -126,6 +133,24 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: float, connections: int) 
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children still running (nginx's worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def loadavg() -> str:
     try:
         return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
@@ -140,6 +165,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--no-extract", action="store_true", help="proxy without feature/prediction extraction")
     ap.add_argument("--no-nginx", action="store_true")
+    ap.add_argument("--inference-us", type=float, default=0.0,
+                    help="CPU microseconds the model server spends per prediction (default 0: a bare JSON app)")
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -170,7 +197,7 @@ proxy:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parent.parent / "exporter"), os.environ.get("PYTHONPATH", "")]))
         procs = [
-            subprocess.Popen([sys.executable, str(d / "upstream.py"), str(up_port)],
+            subprocess.Popen([sys.executable, str(d / "upstream.py"), str(up_port), str(args.inference_us)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
             subprocess.Popen([sys.executable, "-m", "modelmon", "serve", "--config", str(d / "bench.yml"),
                               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -194,9 +221,16 @@ proxy:
                 run_wrk(wrk, url, d / "post.lua", 1, args.connections)
             load_before = loadavg()
             results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            owners = {"model server alone": None, "modelmon proxy": procs[1], "nginx (reference)": procs[-1] if nginx else None}
             for _ in range(args.rounds):
                 for name, url in targets.items():
-                    results[name].append(run_wrk(wrk, url, d / "post.lua", args.duration, args.connections))
+                    watched = [procs[0]] + ([owners[name]] if owners[name] is not None else [])
+                    before = [cpu_seconds(p.pid) for p in watched]
+                    r = run_wrk(wrk, url, d / "post.lua", args.duration, args.connections)
+                    after = [cpu_seconds(p.pid) for p in watched]
+                    r["upstream_cpu_us"] = (after[0] - before[0]) / r["requests"] * 1e6
+                    r["proxy_cpu_us"] = (after[1] - before[1]) / r["requests"] * 1e6 if len(watched) > 1 else 0.0
+                    results[name].append(r)
             load_after = loadavg()
             time.sleep(0.5)  # the proxy hands events to the pipeline every 100 ms
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -220,13 +254,15 @@ proxy:
         return vals[len(vals) // 2]
 
     print(f"modelmon proxy benchmark: wrk, {args.connections} connections, {args.rounds} x {args.duration:g} s per target, "
-          f"extraction {'off' if args.no_extract else 'on'}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"extraction {'off' if args.no_extract else 'on'}, model inference {args.inference_us:g} us, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before {load_before}, after {load_after}")
-    print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}   (median of rounds; per round: req/s)")
+    print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"
+          "   (median of rounds; CPU per request; per round: req/s)")
     base = {k: median("model server alone", k) for k in ("rps", "p50", "p99")}
     for name in targets:
         errs = sum(r["non2xx"] for r in results[name])
-        print(f"{name:22s}{median(name, 'rps'):10.0f}{median(name, 'p50'):9.2f}{median(name, 'p99'):9.2f}{errs:8d}   "
+        print(f"{name:22s}{median(name, 'rps'):10.0f}{median(name, 'p50'):9.2f}{median(name, 'p99'):9.2f}{errs:8d}"
+              f"{median(name, 'upstream_cpu_us'):10.0f}{median(name, 'proxy_cpu_us'):10.0f}   "
               + " ".join(f"{r['rps']:.0f}" for r in results[name])
               + (f"  socket errors: {results[name][0]['socket_errors']}" if results[name][0]["socket_errors"] else ""))
     for name in targets:
@@ -236,6 +272,8 @@ proxy:
         print(f"{name:22s} throughput {ratio:6.1%} of the model server alone; "
               f"added p50 {median(name, 'p50') - base['p50']:+.2f} ms, p99 {median(name, 'p99') - base['p99']:+.2f} ms")
     print("targets (modelmon proxy): throughput >= 80 %, added p50 <= 1 ms, added p99 <= 5 ms")
+    print("CPU per request (us) is what each process spent per request served in that run: with the model server "
+          "and the proxy sharing the cores, the proxy's throughput is bounded by cores / (model us + proxy us).")
     print(f"requests recorded by the exporter: {recorded:,.0f} (proxied, warm-up included: >= {proxied:,})")
     print(json.dumps({"results": results, "best": {n: best(n) for n in targets}}, default=str))
 

@@ -332,12 +332,16 @@ def _connection_tokens(value: str | None) -> frozenset[str]:
 
 
 def _forward_headers(headers: Any) -> CIMultiDict[str]:
-    drop = _connection_tokens(headers.get("Connection"))
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in headers.items():
-        lk = k.lower()
-        if lk not in HOP_BY_HOP and lk not in drop:
-            out.add(k, v)
+    """A copy of ``headers`` without the hop-by-hop ones (order and duplicates kept)."""
+    out: CIMultiDict[str] = CIMultiDict(headers)  # copied in C; then the few deletions
+    connection = out.get("Connection")
+    for name in HOP_BY_HOP:
+        if name in out:
+            del out[name]
+    if connection:
+        for name in _connection_tokens(connection):
+            if name in out:
+                del out[name]
     return out
 
 
