@@ -247,27 +247,36 @@ class ProxyTransport:
             size = 0
             try:
                 await out.prepare(request)
-            except ConnectionError:
-                return out  # the client left
-            try:
-                async for chunk in resp.content.iter_any():
+            except ConnectionError:  # the client left before the head went out
+                resp.close()
+                cap = None
+            else:
+                while True:
+                    try:
+                        chunk = await resp.content.readany()
+                    except Exception as exc:  # noqa: BLE001 - head already sent: break the client connection
+                        error = "timeout" if isinstance(exc, TimeoutError) else "upstream"
+                        log.debug("upstream broke off mid-response: %r", exc)
+                        resp.close()
+                        request.protocol.force_close()
+                        cap = None
+                        break
+                    if not chunk:
+                        break
                     if cap is not None:
                         size += len(chunk)
                         if size <= s.max_capture:
                             cap.append(chunk)
                         else:
                             cap = None
-                    await out.write(chunk)
-            except ConnectionError:  # the client left: stop reading the upstream
-                resp.close()
-            except Exception as exc:  # noqa: BLE001 - head already sent: break the client connection
-                error = "timeout" if isinstance(exc, TimeoutError) else "upstream"
-                log.debug("upstream broke off mid-response: %r", exc)
-                resp.close()
-                request.protocol.force_close()
-            else:
-                if cap is not None:
-                    captured = b"".join(cap)
+                    try:
+                        await out.write(chunk)
+                    except ConnectionError:  # the client left: stop reading the upstream
+                        resp.close()
+                        cap = None
+                        break
+            if cap is not None:
+                captured = b"".join(cap)
         self.record(Exchange(t0, time.perf_counter() - start, request.method, request.raw_path, status, error,
                              request.headers, resp.headers, req_captured, captured))
         return out
