@@ -198,11 +198,14 @@ def test_retry_after_is_honoured_however_full_the_buffer(scripted):
     srv = scripted(lambda items: (429, {"Retry-After": "1"}, {"error": "overloaded"}))
     client = Client(srv.url, model="svc", batch_size=10, flush_interval=0.05, max_buffer=100_000)
     logged = 0
+    spent = 0.0  # time inside log_event: it must never wait for the sender
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 3.2:  # keep the buffer over batch_size the whole time
+            c0 = time.perf_counter()
             for i in range(50):
                 client.log_event(id=str(i), prediction=1)
+            spent += time.perf_counter() - c0
             logged += 50
             time.sleep(0.01)
         n = srv.count()
@@ -215,6 +218,7 @@ def test_retry_after_is_honoured_however_full_the_buffer(scripted):
     st = client.stats
     assert st.sent == 0 and st.failed_requests == n
     assert st.dropped == logged  # never delivered: every item is counted as dropped at close
+    assert spent < 1.0, f"{spent:.2f} s in {logged} log_event calls"
 
 
 def test_backoff_without_retry_after_grows_and_recovers(scripted):
