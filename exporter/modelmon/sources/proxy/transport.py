@@ -136,7 +136,9 @@ class ProxyTransport:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.upstream_connections, limit_per_host=s.upstream_connections,
                                            ttl_dns_cache=60, enable_cleanup_closed=False),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.upstream_timeout, sock_read=s.upstream_timeout),
+            # connect: waiting for a pooled connection plus connecting; sock_read: each read of a response
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.upstream_timeout, sock_connect=s.upstream_timeout,
+                                          sock_read=s.upstream_timeout),
             auto_decompress=False, skip_auto_headers=_NO_AUTO_HEADERS, cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._web = _CountingServer(
