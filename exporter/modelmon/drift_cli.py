@@ -48,9 +48,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     if args.method is not None and args.method not in registry.names():
         return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
+    from .estimation import batch as label_free
+    from .estimation.sections import fit_sections, load_estimators
+
     features = None
     drift_cfg = DriftConfig()
     share = 0.5
+    model: ModelConfig | None = None
+    if args.chunk_size is not None and args.chunk_size < 1:
+        return _error("--chunk-size: must be >= 1")
     try:
         if args.config:
             cfg = load_config(args.config)
@@ -62,11 +68,23 @@ def cmd_drift(args: argparse.Namespace) -> int:
             if len(features) > len(names):
                 cur_cols = set(load_table(args.current))
                 features = [f for f in features if f.name in names or f.name in cur_cols]
+        enabled = model is not None and (model.performance_estimation.enabled or model.multivariate_drift.enabled)
+        if args.chunk_size is not None and not enabled:
+            raise ConfigError("--chunk-size reports performance estimation and multivariate drift: "
+                              "enable them for the model in --config")
+        prepare = (lambda prof, table: fit_sections(prof, table, model)) if enabled and model is not None else None
         report, profile, rows = batch.run(args.reference, args.current, features=features, drift=drift_cfg,
-                                          method=args.method, dataset_share_threshold=share)
-    except (ConfigError, DataError, batch.BatchInputError) as exc:
+                                          method=args.method, dataset_share_threshold=share, prepare_profile=prepare)
+        doc = batch.report_json(report, profile, rows)
+        if enabled and model is not None:
+            try:
+                estimators = load_estimators(profile, model)
+            except ValueError as exc:
+                raise batch.BatchInputError(f"{args.reference}: {exc}") from None
+            doc.update(label_free.evaluate(estimators, profile, load_table(args.current), model, rows,
+                                           chunk_size=args.chunk_size, path=args.current))
+    except (ConfigError, DataError, batch.BatchInputError, label_free.LabelFreeInputError) as exc:
         return _error(str(exc))
-    doc = batch.report_json(report, profile, rows)
     if args.format == "html":  # self-contained page with charts (modelmon.report)
         from .report import write_report
 
@@ -74,7 +92,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     elif args.format == "json":
         text = json.dumps(doc, indent=2)
     else:
-        text = batch.report_table(doc)
+        text = "\n".join([batch.report_table(doc), *label_free.table_lines(doc)])
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:
@@ -83,13 +101,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
             return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
-    return 1 if args.fail_on_drift and doc["dataset"]["drifted"] else 0
+    return 1 if args.fail_on_drift and (doc["dataset"]["drifted"] or label_free.any_drifted(doc)) else 0
 
 
 # ----------------------------------------------------------------- reference
 def cmd_reference_build(args: argparse.Namespace) -> int:
     from .drift import batch
     from .drift.reference import build_profile
+    from .estimation.sections import fit_sections
 
     drift_cfg = DriftConfig()
     try:
@@ -114,6 +133,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
                 raise batch.BatchInputError(f"{flag}: must be >= {low}")
         try:
             profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k)
+            if args.config:
+                fit_sections(profile, table, model)  # the label-free estimators the model enables
         except ValueError as exc:
             raise batch.BatchInputError(f"{args.data}: {exc}") from None
         profile.save(args.output)
@@ -124,6 +145,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "profile": str(args.output), "rows": profile.rows, "hash": profile.hash,
         "features": {n: p.type for n, p in profile.features.items()},
+        "sections": sorted(profile.sections),
     }
     print(json.dumps(summary) if args.json else
           f"wrote {args.output}: {len(profile.features)} features, {profile.rows} rows, hash {profile.hash}")
@@ -151,6 +173,9 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--config", "--config.file", dest="config", metavar="FILE",
                    help="exporter config: feature types, methods, thresholds and bins of a model")
     d.add_argument("--model", metavar="NAME", help="model of --config (default: its only model with features)")
+    d.add_argument("--chunk-size", type=int, metavar="N",
+                   help="also report estimated performance and multivariate drift per consecutive chunk of N rows "
+                        "(needs them enabled in --config)")
     d.set_defaults(func=cmd_drift)
 
     r = sub.add_parser("reference", help="reference profiles")

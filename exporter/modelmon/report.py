@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .estimation.batch import html_section as label_free_html
 
 NUMERICAL_BINS = 30
 
@@ -256,7 +257,7 @@ def render_html(doc: Mapping[str, Any], hists: Mapping[str, Histogram], title: s
         f'<div class="verdict {"drift" if drifted else "ok"}">{html.escape(verdict)}</div>',
         '<h2>Features</h2><p class="meta">Click a column to sort.</p>',
         '<table class="sortable" id="features"><thead><tr>', "".join(f"<th>{h}</th>" for h in head),
-        "</tr></thead><tbody>", "".join(rows), "</tbody></table>",
+        "</tr></thead><tbody>", "".join(rows), "</tbody></table>", label_free_html(doc),
         "<h2>Distributions: reference vs current</h2>", '<div class="features">', "".join(cards), "</div>",
         f"<script>{_JS}</script></body></html>\n",
     ])

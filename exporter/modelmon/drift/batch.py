@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -128,13 +128,15 @@ def run(
     drift: DriftConfig | None = None,
     method: str | None = None,
     dataset_share_threshold: float = 0.5,
+    prepare_profile: Callable[[ReferenceProfile, Mapping[str, Sequence[Any]]], None] | None = None,
 ) -> tuple[DriftReport, ReferenceProfile, int]:
     """Score ``current`` against ``reference`` (a data file or a profile).
 
     ``features`` come from a config; without them every shared column is a
     feature, typed by :func:`infer_features` (or by the profile).  Raises
     :class:`BatchInputError` / :class:`~modelmon.datasets.DataError` with a
-    message naming the file and column.
+    message naming the file and column.  ``prepare_profile(profile, table)``
+    runs on a profile built from a raw reference file (to fit more sections).
     """
     drift = drift or DriftConfig()
     cur = load_table(current)
@@ -159,6 +161,8 @@ def run(
             profile = build_profile(ref, features, bins=drift.bins,
                                     sample_size=max(drift.reference_sample_size, ref_rows),
                                     top_k=drift.top_k_categories)
+            if prepare_profile is not None:
+                prepare_profile(profile, ref)
         except ValueError as exc:
             raise BatchInputError(f"{reference}: {exc}") from None
     if not features:

@@ -127,6 +127,9 @@ class ReferenceProfile:
     features: dict[str, FeatureProfile]
     rows: int
     hash: str = ""
+    #: Optional fitted estimators, JSON-ready, by name (performance
+    #: estimation, multivariate drift: see modelmon.estimation.sections).
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.hash:
@@ -141,7 +144,15 @@ class ReferenceProfile:
                 if isinstance(v, np.ndarray):
                     d[k] = v.tolist()
             feats[name] = d
-        return {"format": PROFILE_FORMAT, "rows": self.rows, "features": feats}
+        payload: dict[str, Any] = {"format": PROFILE_FORMAT, "rows": self.rows, "features": feats}
+        if self.sections:
+            payload["sections"] = self.sections
+        return payload
+
+    def set_section(self, name: str, content: dict[str, Any]) -> None:
+        """Attach a fitted estimator; the content hash covers it."""
+        self.sections[name] = content
+        self.hash = _content_hash(self._payload())
 
     def to_json(self) -> str:
         payload = self._payload()
@@ -167,7 +178,7 @@ class ReferenceProfile:
             else:
                 d["counts"] = np.asarray(d["counts"], dtype=np.int64)
                 feats[name] = CategoricalProfile(**d)
-        prof = cls(features=feats, rows=int(data["rows"]))
+        prof = cls(features=feats, rows=int(data["rows"]), sections=dict(data.get("sections") or {}))
         if data.get("hash") and data["hash"] != prof.hash:
             raise ValueError("profile content does not match its hash (file edited or corrupted)")
         return prof
