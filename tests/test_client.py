@@ -309,12 +309,25 @@ def test_retries_after_overload_and_sends_token(scripted):
     assert all(h.get("Authorization") == "Bearer tok-123" for *_, h in srv.posts)
 
 
-def test_wrong_token_is_refused_by_the_exporter():
+def test_overload_and_wrong_token_against_the_exporter():
     import os
 
     os.environ["MODELMON_CLIENT_TEST_TOKEN"] = "tok-123"
-    exp = make_exporter(token_env="MODELMON_CLIENT_TEST_TOKEN")
+    exp = make_exporter(max_concurrent_requests=1, token_env="MODELMON_CLIENT_TEST_TOKEN")
     try:
+        api = exp.ingest_api
+        api.busy += 1  # one body "being processed": the next is shed with 429
+        client = Client(f"http://127.0.0.1:{exp.port}", model="svc", token="tok-123", flush_interval=0.05)
+        client.log_event(id="r", prediction=1)
+        deadline = time.monotonic() + 5
+        while client.stats.failed_requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.stats.failed_requests >= 1 and client.stats.sent == 0
+        api.busy -= 1
+        assert client.flush(timeout=5)
+        client.close()
+        assert client.stats.sent == 1 and client.stats.dropped == 0
+        assert sample(exp, "modelmon_events_rejected_total", source="client", reason="overloaded") >= 1
         wrong = Client(f"http://127.0.0.1:{exp.port}", model="svc", token="nope")
         wrong.log_event(id="w", prediction=1)
         wrong.close()

@@ -17,7 +17,8 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import Config, ConfigError, default_config, load_config
+from .collectors.groups import GROUPS
+from .config import Config, ConfigError, load_config
 from .log import LEVELS, setup_logging
 
 log = logging.getLogger("modelmon")
@@ -34,12 +35,15 @@ SUBCOMMANDS: list[str] = [
 
 
 def _load(path: str | None) -> Config:
+    from .sources.simulator import default_config
+
     return load_config(path) if path else default_config()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import Exporter
     from .sources.simulator import SCENARIOS
+    from .web import ServerLimits
 
     setup_logging(args.log_level)
     try:
@@ -71,16 +75,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.seed is not None:
             sim.seed = args.seed
         if args.proxy_listen_address is not None or args.proxy_upstream is not None:
-            from .sources.proxy import validate_proxy_config
-
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
-            validate_proxy_config(cfg)
+        for group, enabled in (args.collectors or {}).items():
+            setattr(cfg.collectors, group, enabled)
         if args.web_config_file:
             from pathlib import Path
 
             cfg.web.config_file = str(Path(args.web_config_file).resolve())
-        exporter = Exporter(cfg, listen=args.web_listen_address)
+        if args.web_read_header_timeout <= 0 or args.web_read_timeout <= 0 or args.web_max_connections <= 0:
+            raise ConfigError("--web.read-header-timeout, --web.read-timeout and --web.max-connections must be > 0")
+        limits = ServerLimits(header_timeout_seconds=args.web_read_header_timeout,
+                              body_timeout_seconds=args.web_read_timeout, max_connections=args.web_max_connections,
+                              max_body_bytes=max(cfg.ingest.max_body_bytes, ServerLimits.max_body_bytes))
+        exporter = Exporter(cfg, listen=args.web_listen_address, limits=limits)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
         return 2
@@ -103,10 +111,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import load_profile
+    from .app import check_sources, load_profile
 
     try:
         cfg = load_config(args.file)
+        check_sources(cfg)
         for i, m in enumerate(cfg.models):
             load_profile(cfg, i, m)
     except ConfigError as exc:
@@ -114,6 +123,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     print(f"{args.file}: OK ({len(cfg.models)} model(s), windows {', '.join(w.name for w in cfg.windows)})")
     return 0
+
+
+class _CollectorFlag(argparse.Action):
+    """``--collector.NAME`` / ``--no-collector.NAME``: collects {NAME: enabled}."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        flag = str(option_string)
+        chosen = dict(getattr(namespace, self.dest) or {})
+        chosen[flag.split(".", 1)[1]] = not flag.startswith("--no-")
+        setattr(namespace, self.dest, chosen)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                        help="exporter-toolkit web config: TLS and basic auth (see docs/security.md)")
+    serve.add_argument("--web.read-header-timeout", dest="web_read_header_timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose request head is not complete after this long (default 10)")
+    serve.add_argument("--web.read-timeout", dest="web_read_timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="answer 408 to a request whose body is not complete this long after its head (default 30)")
+    serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
+                       help="connections open at once; more get 503 (default 2048)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
@@ -139,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy.upstream", dest="proxy_upstream", metavar="URL",
                        help="the model server the proxy forwards to (overrides proxy.upstream)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
+    for group in GROUPS:
+        serve.add_argument(f"--collector.{group.name}", dest="collectors", action=_CollectorFlag, nargs=0,
+                           help=f"export {group.description} (default on; --no-collector.{group.name} or config "
+                                f"collectors.{group.name}: false turns it off)")
+        serve.add_argument(f"--no-collector.{group.name}", dest="collectors", action=_CollectorFlag, nargs=0,
+                           help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file (and its reference data) without serving")

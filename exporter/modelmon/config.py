@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from .drift import registry
+
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
 
@@ -161,6 +163,9 @@ class DriftConfig:
     #: bin counters (two out-of-range bins are added).  Small on purpose: each
     #: bin is one time series per feature.
     bins: int = field(default=10, metadata=_check(lambda x: 2 <= x <= 50, "must be between 2 and 50"))
+    #: A numerical feature with at most this many distinct reference values
+    #: is binned on its values (one slot each) instead of quantiles; 0 = ``bins``.
+    discrete_max_values: int = field(default=0, metadata=_check(lambda x: 0 <= x <= 50, "must be between 0 and 50"))
     #: Below this many values in a window no score is reported.
     min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
     #: Scores are recomputed at most this often and cached between scrapes.
@@ -424,6 +429,23 @@ class WebConfig:
 
 
 @dataclass
+class CollectorsConfig:
+    """Metric groups on /metrics (modelmon.collectors.groups); ``false`` drops
+    a group's families, as ``--no-collector.NAME`` does (docs/scale-out.md)."""
+
+    serving: bool = True
+    quality: bool = True
+    fairness: bool = True
+    drift: bool = True
+    data_quality: bool = True
+    bins: bool = True
+    process: bool = True
+
+    def disabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if not getattr(self, f.name)]
+
+
+@dataclass
 class Config:
     """The whole exporter configuration."""
 
@@ -436,6 +458,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    collectors: CollectorsConfig = field(default_factory=CollectorsConfig)
     #: The file this config came from ("" for the built-in default).
     source: str = field(default="", metadata={"internal": True})
 
@@ -552,9 +575,8 @@ def _build(cls: Any, data: Any, path: str) -> Any:
 
 
 def _validate(cfg: Config) -> None:
-    """Cross-field checks the schema cannot express."""
-    from .drift import registry  # local import: drift depends on config
-
+    """Cross-field checks the schema cannot express (a source's own section is checked by
+    that source: see ``modelmon.app.check_sources``)."""
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):
         if m.name in seen:
@@ -594,10 +616,23 @@ def _validate(cfg: Config) -> None:
         wnames.add(w.name)
     if not cfg.windows:
         raise ConfigError("at least one window is required", field_path="windows")
-    if cfg.proxy.listen_address or cfg.proxy.upstream:
-        from .sources.proxy import validate_proxy_config  # local import: the proxy depends on config
 
-        validate_proxy_config(cfg)
+
+def build_dataclass(cls: Any, data: Any, path: str = "") -> Any:
+    """One config dataclass from parsed YAML, with the same errors as the config file's
+    (other files in their own format, like the web config file, use it)."""
+    return _build(cls, data, path)
+
+
+def listen_address(addr: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` / ``:PORT`` / ``[::1]:PORT`` as Prometheus exporters do."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {addr!r}: expected HOST:PORT")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"invalid listen address {addr!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
 
 
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -652,12 +687,3 @@ def load_config(path: str | Path) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=str(p)) from None
     return config_from_dict(data, source=str(p))
-
-
-def default_config() -> Config:
-    """The config used when none is given: the simulated demo model."""
-    from .sources.simulator import demo_model_config
-
-    cfg = Config(models=[demo_model_config()])
-    cfg.simulator.enabled = True
-    return cfg

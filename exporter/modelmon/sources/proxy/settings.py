@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...app import listen_address
-from ...config import Config, ConfigError, ModelConfig
+from ...config import Config, ConfigError, ModelConfig, listen_address
 from .paths import JsonPath, PathError
 
 

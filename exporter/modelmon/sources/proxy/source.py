@@ -6,9 +6,10 @@ import logging
 import resource
 import socket
 import time
+from typing import Any
 
-from ...app import listen_address
-from ...config import Config, ConfigError
+from ...collectors.ingest import ProxyCollector
+from ...config import Config, ConfigError, listen_address
 from ...pipeline import Pipeline
 from .extract import DottedPathExtractor, Extractor
 from .recorder import Recorder
@@ -45,7 +46,13 @@ def raise_fd_limit(needed: int) -> None:
 
 
 class ProxySource:
-    """A reverse-proxy listener feeding the pipeline (``source="proxy"``)."""
+    """A reverse-proxy listener feeding the pipeline (``source="proxy"``).
+
+    Building it binds the listening socket (a busy port fails at once);
+    :meth:`start` serves.
+    """
+
+    name = "proxy"
 
     def __init__(self, cfg: Config, pipeline: Pipeline, extractor: Extractor | None = None):
         validate_proxy_config(cfg)
@@ -86,6 +93,12 @@ class ProxySource:
     @property
     def open_connections(self) -> int:
         return self.transport.open_connections
+
+    def routes(self) -> list[Any]:
+        return []  # the proxy has its own listener
+
+    def collectors(self) -> list[Any]:
+        return [ProxyCollector(self)]
 
     def start(self) -> None:
         self.recorder.start()
