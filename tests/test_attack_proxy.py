@@ -194,6 +194,7 @@ def test_connections_over_the_cap_are_refused_at_once_and_counted(proxy):
         t0 = time.monotonic()
         answer = raw(port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"too many open connections" in answer
+        assert b"\r\nRetry-After: 1\r\n" in answer
         assert time.monotonic() - t0 < 1.0
         assert requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=1).status_code == 200
     finally:

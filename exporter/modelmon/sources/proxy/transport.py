@@ -382,7 +382,7 @@ class _CountingServer(web.Server):
 
 _BUSY_BODY = b'{"error": "too many open connections"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-         b"Connection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+         b"Retry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class _Refuse(asyncio.Protocol):
