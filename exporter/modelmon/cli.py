@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
                        help="connections open at once; more get 503 (default 2048)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
-                                          "accuracy-decay, data-drift, incident (implies --simulate)")
+                                          "accuracy-decay, data-drift, covariate-shift, importance-shift, incident "
+                                          "(implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
     serve.add_argument("--anomaly-after", metavar="DURATION", help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
     serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")

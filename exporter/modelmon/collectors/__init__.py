@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from ..pipeline import Pipeline
 from .drift import DriftCollector
 from .estimation import EstimationCollector
+from .explain import ExplainCollector
 from .groups import GroupFilteredRegistry
 from .health import HealthCollector
 from .quality import QualityCollector
@@ -26,7 +27,7 @@ def build_registry(pipeline: Pipeline, extra: list | None = None, disabled: Iter
     PlatformCollector(registry=registry)
     health = HealthCollector(pipeline)
     for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline), EstimationCollector(pipeline),
-              ThresholdCollector(pipeline), *(extra or [])):
+              ThresholdCollector(pipeline), ExplainCollector(pipeline), *(extra or [])):
         registry.register(health.timed(c))
     registry.register(health)
     return registry

@@ -10,7 +10,8 @@ recorder's thread, never on the request path.
 
 :class:`DottedPathExtractor` is the configurable default: features and the id
 from the request body, prediction and score from the response body, by the
-dotted paths of :mod:`.paths`.
+dotted paths of :mod:`.paths`, and per-feature attributions (explanations
+served with the prediction) from the response body.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ class DottedPathExtractor:
         self.id_path = JsonPath(cfg.id) if cfg.id else None
         self.prediction = JsonPath(cfg.prediction) if cfg.prediction else None
         self.score = JsonPath(cfg.score) if cfg.score else None
+        self.attributions = {name: JsonPath(path) for name, path in cfg.attributions.items()}
         self.numerical = {f.name for f in model.features if f.type == "numerical"}
         self.classification = model.task == "classification"
         self.capture_request = bool(self.features or self.id_path)
-        self.capture_response = bool(self.prediction or self.score)
+        self.capture_response = bool(self.prediction or self.score or self.attributions)
 
     def serving_event(self, ex: Exchange) -> dict[str, Any]:
         base: dict[str, Any] = {"model": self.model, "timestamp": ex.timestamp, "latency_seconds": ex.latency}
@@ -137,6 +139,7 @@ class DottedPathExtractor:
             if n > 1 and header_id:
                 ev["id"] = f"{header_id[:240]}:{i}"
             feats = {}
+            attributions = {}
             for key, col in columns.items():
                 v = col[i] if isinstance(col, list) else col
                 if key == "__id":
@@ -148,10 +151,14 @@ class DottedPathExtractor:
                     ev["prediction"] = self._prediction(v)
                 elif key == "__score":
                     ev["score"] = _finite(v)
+                elif key.startswith("__attribution."):
+                    attributions[key.partition(".")[2]] = _finite(v)
                 else:
                     feats[key] = self._feature(key, v)
             if feats:
                 ev["features"] = feats
+            if attributions:
+                ev["attributions"] = attributions
             events.append(ev)
         return events
 
@@ -170,6 +177,8 @@ class DottedPathExtractor:
                     cols["__prediction"] = self.prediction.extract(doc)
                 if self.score is not None:
                     cols["__score"] = self.score.extract(doc)
+                for name, path in self.attributions.items():
+                    cols[f"__attribution.{name}"] = path.extract(doc)
         except PathError as exc:  # pragma: no cover - paths are checked with the config
             raise ExtractionError(str(exc)) from None
         return cols

@@ -47,6 +47,10 @@ def validate_proxy_config(cfg: Config) -> None:
         if name not in known:
             raise ConfigError(f"not a feature of model {model.name!r}", field_path=f"proxy.features.{name}")
         compile_path(path, f"proxy.features.{name}")
+    for name, path in p.attributions.items():
+        if model.feature(name) is None:
+            raise ConfigError(f"not a feature of model {model.name!r}", field_path=f"proxy.attributions.{name}")
+        compile_path(path, f"proxy.attributions.{name}")
     for key in ("id", "prediction", "score"):
         if getattr(p, key):
             compile_path(getattr(p, key), f"proxy.{key}")
