@@ -157,8 +157,8 @@ print(json.dumps({"version": evidently.__version__, "median": times[len(times) /
 
 def evidently_time(python: str, ref: dict, cur: dict, repeats: int, tmp: Path) -> dict | None:
     try:
-        import pyarrow  # noqa: F401
         import pandas as pd
+        import pyarrow  # noqa: F401
     except ImportError:
         pd = None
     ref_path, cur_path = tmp / "ref.parquet", tmp / "cur.parquet"

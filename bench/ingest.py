@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from modelmon.anomaly import fit_outlier_model
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -129,7 +130,7 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator["ServerFactory"]:
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
     if GUARD.item is request.node:
         pytest.fail(f"{request.node.nodeid} uses the servers fixture but is not marked e2e (pytest.mark.e2e)",
                     pytrace=False)

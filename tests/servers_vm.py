@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+
 from servers import HttpServer, ServerProcess, free_port, wait_until
 
 VM_HINT = "apt-get install -y --no-install-recommends victoria-metrics (or run scripts/install-deps.sh)"

@@ -174,7 +174,7 @@ def test_entrypoint_runs_alertmanager_on_the_rendered_config(servers: Any, tmp_p
 
 
 def test_templates_print_summary_description_model_value_and_runbook(tmp_path: Path) -> None:
-    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     alert = {
         "status": "firing",
         "labels": {"alertname": "ModelmonFeatureDrift", "model": "fraud", "feature": "amount", "method": "psi",
@@ -234,7 +234,7 @@ def _alert(name: str, severity: str, ends: dt.datetime | None = None, **labels: 
         # group_wait) for an alert that started more than group_wait ago, which
         # could race with the inhibitor taking in the source alert posted in
         # the same request.
-        "startsAt": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "startsAt": dt.datetime.now(dt.UTC).isoformat(),
     }
     if ends is not None:
         out["endsAt"] = ends.isoformat()
@@ -288,7 +288,7 @@ def test_routing_and_inhibition_on_a_real_alertmanager(servers: Any, tmp_path: P
     assert delivered() == expected, webhook.notifications
 
     # ExporterDown resolves: the model's silenced alerts are delivered now.
-    resolved = {**down_a, "endsAt": dt.datetime.now(dt.timezone.utc).isoformat()}
+    resolved = {**down_a, "endsAt": dt.datetime.now(dt.UTC).isoformat()}
     r = requests.post(f"{am.url}/api/v2/alerts", json=[resolved], timeout=10)
     assert r.status_code == 200, r.text
     wait_until(lambda: {"errors_a", "drift_a"} <= set(delivered()), 30, what="alerts released by the resolved ExporterDown")

@@ -105,7 +105,7 @@ def simulator_started_at(log_path: Path) -> float:
             except ValueError:
                 continue
             if rec.get("msg") == "simulator started":
-                return dt.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc).timestamp()
+                return dt.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
         return None
 
     return wait_until(find, 10, what=f"'simulator started' in {log_path}")

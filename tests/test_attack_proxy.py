@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
-from prometheus_client.parser import text_string_to_metric_families
 from servers import wait_until
 
 pytestmark = pytest.mark.e2e

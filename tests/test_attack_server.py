@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
 from servers import ExporterServer, free_port, wait_until
 
 pytestmark = pytest.mark.e2e

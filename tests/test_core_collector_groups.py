@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from modelmon.cli import build_parser
 from modelmon.collectors import build_registry
 from modelmon.collectors.groups import GROUPS, NAMES, group_of

@@ -10,8 +10,9 @@ import gzip
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from modelmon.web import ExporterApp, Route, gzip_wanted, redact_query
 from prometheus_client import CollectorRegistry, Counter
+
+from modelmon.web import ExporterApp, Route, gzip_wanted, redact_query
 
 
 def run(coro):

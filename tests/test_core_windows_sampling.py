@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from modelmon.windows import ColumnSpec, TimeWindow
 
 SPECS = {"code": ColumnSpec(np.int16, 1, codes=3, fill=-1)}

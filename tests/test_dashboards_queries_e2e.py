@@ -33,13 +33,18 @@ import pytest
 import requests
 import yaml
 
-from conftest import scrape_config
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "grafana"))
 
 from dashgen.inspect import (  # noqa: E402
-    LABEL_VALUES_RE, Query, load_dashboards, panels, queries, substitute, variable_names, variables,
+    LABEL_VALUES_RE,
+    Query,
+    load_dashboards,
+    panels,
+    queries,
+    substitute,
+    variable_names,
+    variables,
 )
 
 pytestmark = pytest.mark.e2e

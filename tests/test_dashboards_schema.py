@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "grafana"))
 sys.path.insert(0, str(REPO / "grafana" / "schema"))
 
 import grafana_schema  # noqa: E402
+
 from dashgen.inspect import load_dashboards, panels  # noqa: E402
 
 DASHBOARDS = load_dashboards()

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.config import ConfigError, DriftConfig, FeatureConfig, config_from_dict
@@ -27,8 +30,6 @@ from modelmon.drift.reference import (
     register_section,
     unregister_section,
 )
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 
 def write_csv(path: Path, cols: dict[str, list]) -> Path:

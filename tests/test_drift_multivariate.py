@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+
 from modelmon.cli import main
 from modelmon.drift import registry
 from modelmon.drift.multivariate import PCADriftModel, fit_pca_drift

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
+
 from modelmon.config import FeatureConfig
 from modelmon.drift import registry
 from modelmon.drift.reference import build_profile
 from modelmon.drift_cli import METHOD_NAMES
 from modelmon.quality import average_ranks
-from scipy.stats import rankdata
 
 pytestmark = pytest.mark.e2e  # starts Python subprocesses that import modelmon
 

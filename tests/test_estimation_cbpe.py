@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from scipy.optimize import isotonic_regression
+
 from modelmon.config import FeatureConfig
 from modelmon.drift.reference import ReferenceProfile, build_profile
 from modelmon.estimation.calibration import (
@@ -24,7 +26,6 @@ from modelmon.estimation.cbpe import (
     realized_metrics,
 )
 from modelmon.quality import roc_auc
-from scipy.optimize import isotonic_regression
 
 
 def simulate(rng, n, shift=0.0):

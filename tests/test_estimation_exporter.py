@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import yaml
+
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.collectors import build_registry

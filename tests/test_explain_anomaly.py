@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from modelmon.anomaly import OutlierModel, fit_outlier_model
 from modelmon.anomaly.outliers import category_penalties
 from modelmon.config import FeatureConfig, ModelConfig
@@ -17,7 +19,6 @@ from modelmon.explain import (
     spearman,
 )
 from modelmon.profile_sections import fit_explain_sections
-from scipy import stats
 
 
 def test_mean_abs_attribution_by_hand_with_missing():

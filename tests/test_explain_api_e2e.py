@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from modelmon.app import Exporter
 from modelmon.client import Client
 from modelmon.config import config_from_dict
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from modelmon.cli import main
 from scipy import stats
+
+from modelmon.cli import main
 
 
 def write(path: Path, cols: dict) -> Path:

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from modelmon.app import load_profile
 from modelmon.collectors import build_registry
 from modelmon.config import Config, ConfigError, SimulatorConfig, config_from_dict
@@ -21,7 +23,6 @@ from modelmon.sources.simulator import (
     reference_data,
     reference_profile,
 )
-from scipy import stats
 
 RNG = np.random.default_rng(11)
 N_REF = 20_000

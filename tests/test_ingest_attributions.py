@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from modelmon.config import config_from_dict
 from modelmon.ingest import EventValidator, decode_items
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from modelmon.config import config_from_dict
 from modelmon.ingest import EventValidator, ItemError, ItemValidator, decode_items
 

@@ -8,6 +8,7 @@ import json
 import zlib
 
 import pytest
+
 from modelmon.config import config_from_dict
 from modelmon.ingest import (
     MAX_LABEL_LENGTH,

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from modelmon.app import Exporter
-from modelmon.app import check_sources
-from modelmon.config import ConfigError, config_from_dict
-from modelmon.sources.proxy import JsonPath, PathError
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
+
+from modelmon.app import Exporter, check_sources
+from modelmon.config import ConfigError, config_from_dict
+from modelmon.sources.proxy import JsonPath, PathError
 from servers import require_binary
 
 BIG = bytes(range(256)) * 8192  # 2 MiB, over max_parse_bytes

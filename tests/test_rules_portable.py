@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from servers import REPO, require_binary
 
 RULES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 import yaml
+
 from servers import REPO, require_binary
 
 EXAMPLE = REPO / "prometheus" / "remote-write.example.yml"

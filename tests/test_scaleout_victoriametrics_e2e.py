@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from conftest import ServerFactory
 from modelmon.sources.simulator import demo_model_config
 from servers import REPO, free_port, wait_until

@@ -9,8 +9,9 @@ event came from except through ``Event.source``, which only feeds the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 #: Values a feature may take once validated: a float for numerical features,
 #: a string for categorical ones, ``None`` when the value is missing.
@@ -77,7 +78,7 @@ class EventBatch:
         return len(self.timestamps)
 
     @classmethod
-    def from_events(cls, events: list[Event]) -> "EventBatch":
+    def from_events(cls, events: list[Event]) -> EventBatch:
         if not events:
             raise ValueError("empty batch")
         model = events[0].model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from . import drift, exporter, overview, quality, system
 from .model import Dashboard, Json

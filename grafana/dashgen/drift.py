@@ -11,8 +11,21 @@ distribution of each feature from the frozen bin counts.
 from __future__ import annotations
 
 from .common import (
-    COUNT, LABEL_COLUMNS, MERGE, PLAIN, RATIO, SECONDS, base_vars, barchart, organize, sel, stat, table,
-    timeseries, value_mapping, window_var,
+    COUNT,
+    LABEL_COLUMNS,
+    MERGE,
+    PLAIN,
+    RATIO,
+    SECONDS,
+    barchart,
+    base_vars,
+    organize,
+    sel,
+    stat,
+    table,
+    timeseries,
+    value_mapping,
+    window_var,
 )
 from .explain import explain_row
 from .model import Dashboard, Panel, Row, Step, Target, Variable

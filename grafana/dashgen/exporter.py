@@ -8,7 +8,18 @@ what gets rejected and why.
 from __future__ import annotations
 
 from .common import (
-    BYTES, COUNT, EPS, PLAIN, RATIO, SECONDS, base_vars, rate, sel, stat, timeseries, value_mapping,
+    BYTES,
+    COUNT,
+    EPS,
+    PLAIN,
+    RATIO,
+    SECONDS,
+    base_vars,
+    rate,
+    sel,
+    stat,
+    timeseries,
+    value_mapping,
 )
 from .model import Dashboard, Row, Step, Target
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 VAR_RE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")

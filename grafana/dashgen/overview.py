@@ -9,8 +9,21 @@ serving, and deploy markers on every time series.
 from __future__ import annotations
 
 from .common import (
-    COUNT, LABEL_COLUMNS, PLAIN, RATIO, REQPS, SECONDS, base_vars, organize, rate, sel, stat, table,
-    timeseries, value_mapping, window_var,
+    COUNT,
+    LABEL_COLUMNS,
+    PLAIN,
+    RATIO,
+    REQPS,
+    SECONDS,
+    base_vars,
+    organize,
+    rate,
+    sel,
+    stat,
+    table,
+    timeseries,
+    value_mapping,
+    window_var,
 )
 from .model import Annotation, Dashboard, Row, Step, Target
 

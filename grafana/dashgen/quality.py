@@ -11,8 +11,21 @@ a panel without labels yet says so in its "no value" text.
 from __future__ import annotations
 
 from .common import (
-    COUNT, EPS, LABEL_COLUMNS, MERGE, PLAIN, RATIO, SECONDS, base_vars, organize, rate, sel, stat, table,
-    timeseries, window_var,
+    COUNT,
+    EPS,
+    LABEL_COLUMNS,
+    MERGE,
+    PLAIN,
+    RATIO,
+    SECONDS,
+    base_vars,
+    organize,
+    rate,
+    sel,
+    stat,
+    table,
+    timeseries,
+    window_var,
 )
 from .model import Dashboard, Row, Step, Target
 

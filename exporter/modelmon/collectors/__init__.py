@@ -4,7 +4,7 @@ group; :func:`build_registry` wires them into a private registry."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 

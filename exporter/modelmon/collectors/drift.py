@@ -19,7 +19,7 @@ raised for distance methods to their noise floor: ``modelmon_drift_min_values``)
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 

@@ -9,7 +9,7 @@ model in the exporter's config without editing rules.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
