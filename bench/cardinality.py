@@ -32,10 +32,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "exporter"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 
 from modelmon.collectors.groups import group_of
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:

@@ -40,11 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "exporter"))
 
-from modelmon.config import Config, FeatureConfig, ModelConfig, WindowConfig  # noqa: E402
-from modelmon.drift import engine as engine_mod  # noqa: E402
-from modelmon.drift.reference import build_profile  # noqa: E402
-from modelmon.events import EventBatch  # noqa: E402
-from modelmon.monitor import ModelMonitor  # noqa: E402
+from modelmon.config import Config, FeatureConfig, ModelConfig, WindowConfig
+from modelmon.drift import engine as engine_mod
+from modelmon.drift.reference import build_profile
+from modelmon.events import EventBatch
+from modelmon.monitor import ModelMonitor
 
 N_NUM, N_CAT = 20, 5
 CATS = [[f"c{j}" for j in range(k)] for k in (3, 5, 8, 12, 20)]
@@ -291,7 +291,7 @@ def main() -> None:
         ))
     widths = [max(len(r[i]) for r in table) for i in range(len(hdr))]
     for r in table:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
         if r is hdr:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print()

@@ -49,7 +49,7 @@ def make_tables(d: Path, rows: int, numerical: int, categorical: int, seed: int 
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(list(cols))
-            w.writerows(zip(*cols.values()))
+            w.writerows(zip(*cols.values(), strict=True))
         paths.append(path)
     return paths[0], paths[1]
 

@@ -25,6 +25,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def bundle_rules_test_copy(dest: Path) -> list[Path]:
             for rule in group["rules"]:
                 if "alert" in rule:
                     rule["for"] = TEST_FOR
-        for g1, g2 in zip(doc["groups"], original["groups"]):
+        for g1, g2 in zip(doc["groups"], original["groups"], strict=True):
             assert [r["expr"] for r in g1["rules"]] == [r["expr"] for r in g2["rules"]]
         copy = dest / path.name
         copy.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -121,7 +122,7 @@ def first_delivery(webhook: WebhookReceiver, status: str, **labels: str) -> tupl
     """(received at, notification, alert) of the first notification carrying
     an alert with these labels in this status."""
     with webhook._lock:
-        pairs = list(zip(webhook.received_at, webhook.notifications))
+        pairs = list(zip(webhook.received_at, webhook.notifications, strict=True))
     for at, note in pairs:
         for alert in note.get("alerts", []):
             if alert["status"] == status and all(alert["labels"].get(k) == v for k, v in labels.items()):
@@ -142,7 +143,7 @@ def prometheus_increase(points: list[tuple[float, float]], range_start: float, r
     sample interval (or to the edge when it is closer than 1.1 intervals), and
     never back past the counter's zero point."""
     (t0, v0), (tn, vn) = points[0], points[-1]
-    increase = vn - v0 + sum(prev for (_, prev), (_, cur) in zip(points, points[1:]) if cur < prev)
+    increase = vn - v0 + sum(prev for (_, prev), (_, cur) in pairwise(points) if cur < prev)
     sampled = tn - t0
     to_start, to_end = t0 - range_start, range_end - tn
     if increase > 0 and v0 >= 0:
@@ -240,8 +241,8 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
     # that is fully up, and none may be blamed on start-up.
     prom = servers.prometheus(prometheus_test_config([f"127.0.0.1:{p}" for p in ports], am.url.removeprefix("http://")))
     with ThreadPoolExecutor(len(jobs)) as pool:
-        exporters = list(pool.map(lambda jp: start(*jp[0], port=jp[1]), zip(jobs, ports)))
-    by_model = {j[0]: e for j, e in zip(jobs, exporters) if j[0] != "fleet"}
+        exporters = list(pool.map(lambda jp: start(*jp[0], port=jp[1]), zip(jobs, ports, strict=True)))
+    by_model = {j[0]: e for j, e in zip(jobs, exporters, strict=True) if j[0] != "fleet"}
     started = {m: simulator_started_at(e.process.log_path) for m, e in by_model.items()}
     prom.wait_for('count(up{job="modelmon"} == 1)', timeout=30, check=lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exporters))
     prom.load_rules(bundle_rules_test_copy(tmp_path))
@@ -273,7 +274,7 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
         nonlocal fleet
         if not fleet and time.time() - started["normal"] > 25 and time.time() - rules_loaded > 10:
             fleet = check_fleet_psi(prom)
-        return bool(fleet) and all(first_delivery(webhook, "firing", **l) for l in expected_firing.values()) and all(
+        return bool(fleet) and all(first_delivery(webhook, "firing", **lab) for lab in expected_firing.values()) and all(
             first_delivery(webhook, "resolved", **expected_firing[k]) for k in expected_resolved)
 
     wait_until(done, 100, interval=0.5, what="every expected alert fired and resolved, and the fleet PSI compared")

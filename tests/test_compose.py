@@ -130,7 +130,7 @@ def test_bind_mounts_exist_and_data_uses_named_volumes(cfg: dict[str, Any]) -> N
     data_paths = {"prometheus": flag(cfg["services"]["prometheus"], "storage.tsdb.path"),
                   "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
     for name, svc in cfg["services"].items():
-        for source, target, is_bind, ro in mounts_ro(svc):
+        for source, _target, is_bind, ro in mounts_ro(svc):
             if is_bind and name in HOST_READERS:
                 # The host's own folders (absent on a machine without Docker), never writable.
                 assert ro, f"{name}: host path {source} must be mounted read-only"

@@ -27,8 +27,8 @@ def collect(scenario: str, anomalous: bool, seconds: float = 20.0, rate: float =
 def stats(batches: list[EventBatch], seconds: float) -> dict[str, float]:
     lat = np.array([v for b in batches for v in b.latency_seconds])
     errs = np.array([e is not None for b in batches for e in b.errors])
-    labelled = [(p, l) for b in batches for p, l in zip(b.predictions, b.labels) if l is not None]
-    acc = np.mean([p == l for p, l in labelled])
+    labelled = [(p, y) for b in batches for p, y in zip(b.predictions, b.labels, strict=True) if y is not None]
+    acc = np.mean([p == y for p, y in labelled])
     return {
         "rate": len(lat) / seconds,
         "p95": float(np.quantile(lat, 0.95)),

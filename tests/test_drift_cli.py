@@ -28,7 +28,7 @@ def write_csv(path: Path, cols: dict[str, list]) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(list(cols))
-        for row in zip(*cols.values()):
+        for row in zip(*cols.values(), strict=True):
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
     return path
 

@@ -119,7 +119,7 @@ def test_distances_wait_for_their_minimum_window_size() -> None:
     ref = {"x": rng.normal(size=5000), "c": list(rng.choice(cats, 5000))}
     engine, rep = score(feats, ref, {"x": rng.normal(size=600), "c": list(rng.choice(cats, 600))},
                         drift=DriftConfig(min_samples=100, top_k_categories=20), gate=True)
-    req = {p.name: dict(zip([m for m, _ in p.methods], p.required)) for p in engine.plans}
+    req = {p.name: dict(zip([m for m, _ in p.methods], p.required, strict=True)) for p in engine.plans}
     # 10 quantile bins (the out-of-range slots hold no reference mass); 20 kept categories + __other__
     assert req["x"] == {"wasserstein": 1000, "psi": 300, "jensenshannon": 500, "ks": 100}
     assert req["c"] == {"jensenshannon": 1000, "psi": 600, "chisquare": 100}

@@ -155,7 +155,7 @@ def test_psi_hand_computed_numerical_with_out_of_range_slot() -> None:
     q = [eps, 0.25, 0.25, 0.25, 0.125, 0.125]
     # Only the last two slots differ:
     expected = (0.125 - 0.25) * math.log(0.125 / 0.25) + (0.125 - eps) * math.log(0.125 / eps)
-    assert sum((qi - pi) * math.log(qi / pi) for pi, qi in zip(p, q)) == pytest.approx(expected)
+    assert sum((qi - pi) * math.log(qi / pi) for pi, qi in zip(p, q, strict=True)) == pytest.approx(expected)
     res = run("psi", prof, col)
     assert res.statistic == pytest.approx(expected, rel=1e-12)  # 0.0866 + 0.8904 = 0.977
     assert res.drifted and res.threshold == 0.1

@@ -67,7 +67,7 @@ def _write(path, cols):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(list(cols))
-        w.writerows(zip(*[np.round(v, 6) for v in cols.values()]))
+        w.writerows(zip(*[np.round(v, 6) for v in cols.values()], strict=True))
 
 
 def test_correlation_change_with_unchanged_marginals(tmp_path, capsys):

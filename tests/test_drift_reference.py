@@ -25,7 +25,7 @@ def write_csv(path: Path, cols: dict[str, list]) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(names)
-        for row in zip(*cols.values()):
+        for row in zip(*cols.values(), strict=True):
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
     return path
 
@@ -91,7 +91,7 @@ def test_csv_jsonl_and_parquet_give_the_same_profile(tmp_path: Path) -> None:
     feats = [FeatureConfig(name="x"), FeatureConfig(name="c", type="categorical")]
     csv_path = write_csv(tmp_path / "ref.csv", {"x": x, "c": c})
     jsonl = tmp_path / "ref.jsonl"
-    jsonl.write_text("".join(json.dumps({"x": a, "c": b}) + "\n" for a, b in zip(x, c)))
+    jsonl.write_text("".join(json.dumps({"x": a, "c": b}) + "\n" for a, b in zip(x, c, strict=True)))
     hashes = {build_profile(load_table(p), feats).hash for p in (csv_path, jsonl)}
     assert len(hashes) == 1
     pq.write_table(pa.table({"x": x, "c": c}), tmp_path / "ref.parquet")

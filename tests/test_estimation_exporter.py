@@ -43,7 +43,7 @@ def write_columns(path, cols):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(list(cols))
-        w.writerows(zip(*cols.values()))
+        w.writerows(zip(*cols.values(), strict=True))
 
 
 def write_csv(path, n, seed, shift=False):
@@ -53,7 +53,7 @@ def write_csv(path, n, seed, shift=False):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
-        w.writerows(zip(*[c.tolist() for c in cols.values()]))
+        w.writerows(zip(*[c.tolist() for c in cols.values()], strict=True))
 
 
 @pytest.fixture
@@ -221,7 +221,10 @@ def test_odd_outputs_never_break_the_gauges(files):
                            latency_seconds=[0.1] * n, errors=[None] * n, features=feats, predictions=preds,
                            scores=scores, labels=[None] * n, attributes={}, source="api"))
     reg = build_registry(pipe)
-    g = lambda name, **kw: reg.get_sample_value(name, {"model": "m", "window": "5m", **kw})
+
+    def g(name: str, **kw: str) -> float | None:
+        return reg.get_sample_value(name, {"model": "m", "window": "5m", **kw})
+
     assert g("modelmon_quality_estimated_events") == 300
     for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         v = g(f"modelmon_quality_estimated_{metric}_ratio")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def write_reference(path: Path, rng: np.random.Generator, rows: int = 5000) -> Path:
     lines = ["x,y,attribution_x,attribution_y"]
-    for x, y, ax, ay in zip(rng.normal(0, 1, rows), rng.normal(5, 2, rows), rng.normal(0, 2, rows), rng.normal(0, 1, rows)):
+    for x, y, ax, ay in zip(rng.normal(0, 1, rows), rng.normal(5, 2, rows), rng.normal(0, 2, rows), rng.normal(0, 1, rows), strict=True):
         lines.append(f"{x:.5f},{y:.5f},{ax:.5f},{ay:.5f}")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -50,7 +50,7 @@ def test_posted_attributions_and_outliers_reach_metrics(tmp_path):
                    "features": {"x": float(x), "y": float(y)},
                    "attributions": {"x": float(ax), "y": float(ay)}}
                   for i, (x, y, ax, ay) in enumerate(zip(rng.normal(0, 1, n), rng.normal(5, 2, n),
-                                                         rng.normal(0, 0.5, n), rng.normal(0, 3, n)))]
+                                                         rng.normal(0, 0.5, n), rng.normal(0, 3, n), strict=True))]
         for ev in events[:100]:
             ev["features"]["x"] = 40.0  # far outside the reference
         events.append({"model": "m", "features": {"x": 1.0, "y": 5.0}, "attributions": {"x": "big"}})

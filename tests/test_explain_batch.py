@@ -19,7 +19,7 @@ def write(path: Path, cols: dict) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(names)
-        w.writerows(zip(*(cols[n] for n in names)))
+        w.writerows(zip(*(cols[n] for n in names), strict=True))
     return path
 
 
@@ -27,7 +27,7 @@ def data(rng, n, shift=0.0, sds=(3.0, 2.0, 1.0), attributions=True):
     cols = {"x": rng.normal(0, 1, n) + shift, "y": rng.normal(10, 2, n),
             "c": rng.choice(["a", "b", "z"], n, p=[0.6, 0.3, 0.1])}
     if attributions:
-        for name, sd in zip(("x", "y", "c"), sds):
+        for name, sd in zip(("x", "y", "c"), sds, strict=True):
             cols[f"attribution_{name}"] = rng.normal(0, sd, n)
     return cols
 

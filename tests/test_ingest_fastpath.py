@@ -82,13 +82,13 @@ def same(x: Any, y: Any) -> bool:
     if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
         return True
     return type(x) is type(y) and x == y if not isinstance(x, list) else (
-        len(x) == len(y) and all(same(a, b) for a, b in zip(x, y)))
+        len(x) == len(y) and all(same(a, b) for a, b in zip(x, y, strict=True)))
 
 
 @pytest.mark.parametrize("model", ["c", "r", "bare", "attr"])
 def test_typed_pass_equals_item_by_item(model):
     rng = random.Random(sum(map(ord, model)))
-    for trial in range(40):
+    for _trial in range(40):
         items = [plain_event(rng, model) for _ in range(rng.randrange(1, 60))]
         slow = one_by_one(model, items)
         decoded = decode_items(body(items))
@@ -149,7 +149,7 @@ def test_anything_unusual_goes_item_by_item(bad):
     assert res.rejected == ref.rejected and res.accepted == ref.accepted >= 1  # the good neighbour is kept
     if res.rejected:
         assert [r.position for r in res.rejected] == [1]
-    for x, y in zip(res.batches, ref.batches):
+    for x, y in zip(res.batches, ref.batches, strict=True):
         for field in ("versions", "ids", "errors", "predictions", "scores", "labels"):
             assert same(getattr(x, field), getattr(y, field)), field
         for k in x.features:

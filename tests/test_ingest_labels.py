@@ -124,7 +124,7 @@ def late(tmp_path: Path):
     ref_amount = np.round(rng.normal(50, 10, 300), 3)
     ref_score = np.round(rng.random(300), 4)
     lines = ["amount,gender,prediction,score"] + [
-        f"{a},{'f' if i % 2 else 'm'},{i % 2},{s}" for i, (a, s) in enumerate(zip(ref_amount, ref_score))
+        f"{a},{'f' if i % 2 else 'm'},{i % 2},{s}" for i, (a, s) in enumerate(zip(ref_amount, ref_score, strict=True))
     ]
     (tmp_path / "ref.csv").write_text("\n".join(lines) + "\n")
     cfg = config_from_dict({

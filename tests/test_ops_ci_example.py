@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_stages_gate_each_other() -> None:
     jobs = workflow()["jobs"]
     chain = ["test", "data", "gate", "canary", "promote"]
     assert list(jobs) == chain
-    for before, after in zip(chain, chain[1:]):
+    for before, after in pairwise(chain):
         assert jobs[after]["needs"] == before
     # The failing-stage steps have no continue-on-error or always() that would let the next stage run.
     for name in ("Drift check on the new training data", "Release gate", "Canary analysis"):

@@ -109,7 +109,7 @@ def _write_csv(path: Path, columns: dict[str, list]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(list(columns))
-        w.writerows(zip(*columns.values()))
+        w.writerows(zip(*columns.values(), strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def test_macro_matches_per_class_loop():
     p = np.where(rng.random(500) < 0.6, y, rng.integers(0, 5, 500)).astype(float)
     precs, recs, f1s = [], [], []
     for c in sorted(set(y) | set(p)):
-        tp = sum(1 for a, b in zip(y, p) if a == c and b == c)
+        tp = sum(1 for a, b in zip(y, p, strict=True) if a == c and b == c)
         npred = sum(1 for b in p if b == c)
         ntrue = sum(1 for a in y if a == c)
         pr = tp / npred if npred else 0.0

@@ -27,7 +27,7 @@ def write(path: Path, cols: dict[str, list]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(list(cols))
-        w.writerows(zip(*cols.values()))
+        w.writerows(zip(*cols.values(), strict=True))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def load_table(
     if dupes:
         raise DataError(f"{p}: duplicate column {', '.join(repr(d) for d in dupes)} in the header")
     cols: dict[str, Column] = {}
-    for name, arr in zip(names, table.columns):
+    for name, arr in zip(names, table.columns, strict=True):
         cols[name] = _column(p, name, arr, types.get(name), on_non_numeric)
     rows = int(table.num_rows)
     del table, arr
@@ -171,7 +171,7 @@ def _release_arrow_memory() -> None:
     """Hand Arrow's freed buffers back to the system: an exporter that
     profiled a large reference at start-up should not keep the file's
     memory for its whole life."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
 
     pa.default_memory_pool().release_unused()
 
@@ -181,8 +181,8 @@ def _release_arrow_memory() -> None:
 
 def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
     # Lazy: pyarrow only loads when a data file is read (module docs).
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.csv as pacsv  # noqa: PLC0415 (lazy: see the module docstring)
 
     with p.open(newline="", encoding="utf-8-sig") as fh:  # the header, to check it and map stripped names
         try:
@@ -222,8 +222,8 @@ def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
 
 def _read_jsonl(p: Path) -> pa.Table:
     # Lazy: pyarrow only loads when a data file is read (module docs).
-    import pyarrow as pa
-    import pyarrow.json as pajson
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.json as pajson  # noqa: PLC0415 (lazy: see the module docstring)
 
     try:
         return pajson.read_json(p)
@@ -261,8 +261,8 @@ def _read_jsonl(p: Path) -> pa.Table:
 
 def _read_parquet(p: Path) -> pa.Table:
     # Lazy: pyarrow only loads when a data file is read (module docs).
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.parquet as pq  # noqa: PLC0415 (lazy: see the module docstring)
 
     try:
         return pq.read_table(p)
@@ -279,8 +279,8 @@ def _arrow_message(exc: Exception) -> str:
 
 def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: str) -> Column:
     """One Arrow column as numpy (module docs)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.compute as pc  # noqa: PLC0415 (lazy: see the module docstring)
 
     t = arr.type
     rows = len(arr)
@@ -326,8 +326,8 @@ def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: st
 
 def _categorical(arr: Any) -> CategoricalColumn:
     """Dictionary-encode a text column in Arrow; the missing spellings are -1."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.compute as pc  # noqa: PLC0415 (lazy: see the module docstring)
 
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -340,15 +340,15 @@ def _categorical(arr: Any) -> CategoricalColumn:
         remap = np.full(len(dictionary) + 1, -1, dtype=np.int32)
         remap[: len(dictionary)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
         codes = remap[codes]  # -1 stays -1 (the trailing slot)
-        dictionary = [d for d, k in zip(dictionary, keep) if k]
+        dictionary = [d for d, k in zip(dictionary, keep, strict=True) if k]
     return CategoricalColumn(codes, dictionary)
 
 
 def _parse_numbers(col: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:
     """Each dictionary entry as a float (NaN when not a number) and the
     indices of the entries that are not numbers; vectorised in Arrow."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+    import pyarrow.compute as pc  # noqa: PLC0415 (lazy: see the module docstring)
 
     d = pa.array(col.dictionary, type=pa.string())
     ok = pc.match_substring_regex(d, _NUMBER_RE, ignore_case=True).to_numpy(zero_copy_only=False)
@@ -376,4 +376,4 @@ def categorical_from_values(values: Any) -> CategoricalColumn:
     keep = ~null_mask
     remap = np.full(len(names) + 1, -1, dtype=np.int32)
     remap[: len(names)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
-    return CategoricalColumn(remap[codes], [d for d, k in zip(names, keep) if k])
+    return CategoricalColumn(remap[codes], [d for d, k in zip(names, keep, strict=True) if k])

@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
 def cmd_gate(args: argparse.Namespace) -> int:
     # Imported here, not at module level, for start-up cost: the gate loads
     # requests (and certifi), and ``modelmon --help`` builds this parser.
-    from .gate import GateInputError, default_gate, format_table, load_gate, run_gate
+    from .gate import GateInputError, default_gate, format_table, load_gate, run_gate  # noqa: PLC0415 (lazy: requests)
 
     try:
         overrides: dict[str, Any] = {

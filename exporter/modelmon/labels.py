@@ -95,7 +95,7 @@ class LabelJoin:
         mon = self.pipeline.monitors.get(batch.model)
         if mon is None:
             return
-        rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels)) if id_ is not None and lab is None]
+        rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels, strict=True)) if id_ is not None and lab is None]
         if not rows:
             return
         if len(rows) == len(batch):  # the usual case: no copies
@@ -120,7 +120,7 @@ class LabelJoin:
             index = self._index
             n_before = len(index)
             if index.keys().isdisjoint(ids):
-                index.update(zip(ids, range(start, start + len(ids))))
+                index.update(zip(ids, range(start, start + len(ids)), strict=True))
                 chunk.live = len(index) - n_before  # less than len(ids) if the batch repeats an id
             else:  # ids seen before: the newest event wins (a slow path, rare)
                 seen: set[str] = set()
@@ -129,7 +129,7 @@ class LabelJoin:
                     if old is not None and id_ not in seen:
                         self._chunk_of(old).live -= 1
                     seen.add(id_)
-                index.update(zip(ids, range(start, start + len(ids))))
+                index.update(zip(ids, range(start, start + len(ids)), strict=True))
                 chunk.live = len(seen)
             self._chunks.append(chunk)
             self._starts.append(start)
@@ -168,7 +168,7 @@ class LabelJoin:
         with self._lock:
             self._evict(now)
             index = self._index
-            for pos, (id_, label) in enumerate(zip(ids, labels)):
+            for pos, (id_, label) in enumerate(zip(ids, labels, strict=True)):
                 seq = index.get(id_)
                 chunk = None if seq is None else self._chunk_of(seq)
                 if chunk is None or (models is not None and models[pos] is not None and models[pos] != chunk.model):

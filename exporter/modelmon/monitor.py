@@ -177,7 +177,7 @@ class ModelMonitor:
             self._count_serving(batch, lat, now)
             num = np.full((max(len(self.num_names), 1), n), math.nan)
             num_bin = np.full((max(len(self.num_names), 1), n), -1, dtype=np.int16)
-            for i, (name, prof) in enumerate(zip(self.num_names, self.num_profiles)):
+            for i, (name, prof) in enumerate(zip(self.num_names, self.num_profiles, strict=True)):
                 col = features.get(name)
                 if col is None:
                     continue
@@ -190,7 +190,7 @@ class ModelMonitor:
                 if valid.size:
                     self.num_bin_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
             cat = np.full((max(len(self.cat_names), 1), n), -1, dtype=np.int16)
-            for i, (name, prof) in enumerate(zip(self.cat_names, self.cat_profiles)):
+            for i, (name, prof) in enumerate(zip(self.cat_names, self.cat_profiles, strict=True)):
                 col = features.get(name)
                 if col is None:
                     continue
@@ -288,13 +288,14 @@ class ModelMonitor:
             if st is None:
                 st = self.versions[key] = VersionStats(first_seen=now)
             st.last_seen = now
-            l = lat[sel]
-            st.requests += len(l)
-            l = l[~np.isnan(l)]
-            if l.size:
-                st.bucket_counts += np.bincount(np.searchsorted(LATENCY_BUCKETS, l, side="left"), minlength=len(LATENCY_BUCKETS) + 1)
-                st.latency_sum += float(l.sum())
-                st.latency_count += int(l.size)
+            seconds = lat[sel]
+            st.requests += len(seconds)
+            seconds = seconds[~np.isnan(seconds)]
+            if seconds.size:
+                st.bucket_counts += np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds, side="left"),
+                                                minlength=len(LATENCY_BUCKETS) + 1)
+                st.latency_sum += float(seconds.sum())
+                st.latency_count += int(seconds.size)
             errs = errors if isinstance(sel, slice) else [errors[i] for i in sel]
             for e in errs:
                 if e is not None:

@@ -128,7 +128,7 @@ def svg_chart(h: Histogram) -> str:
         y = y0 - frac * plot_h
         parts.append(f'<line x1="{_PAD_L}" y1="{y:.1f}" x2="{_W - 8}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{_PAD_L - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{label}</text>')
-    for i, (r, c) in enumerate(zip(h.reference, h.current)):
+    for i, (r, c) in enumerate(zip(h.reference, h.current, strict=True)):
         x = _PAD_L + i * bw
         tip = html.escape(_bin_name(h, i))
         rh, ch = r / top * plot_h, c / top * plot_h

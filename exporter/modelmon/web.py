@@ -483,7 +483,11 @@ class ExporterServer:
         factory: Callable[[], asyncio.Protocol] = connection
         if self.tls is not None:
             tls, on_failure, timeout = self.tls, self.on_handshake_failure, self.limits.header_timeout_seconds
-            factory = lambda: _TLSAcceptor(loop, tls, connection, timeout, on_failure)
+
+            def tls_connection() -> asyncio.Protocol:
+                return _TLSAcceptor(loop, tls, connection, timeout, on_failure)
+
+            factory = tls_connection
         server = await loop.create_server(factory, sock=self.sock, backlog=self.limits.backlog)
         sweep = asyncio.create_task(self._sweep())
         self._started.set()

@@ -148,7 +148,7 @@ class WebSecurity:
         self._dummy_hash = b""
         if self.users:
             try:
-                import bcrypt
+                import bcrypt  # noqa: PLC0415 (optional dependency, only with basic_auth_users)
             except ImportError:
                 raise self._error("basic_auth_users needs bcrypt: pip install 'modelmon[security]'", "basic_auth_users") from None
             self._bcrypt = bcrypt

@@ -107,7 +107,7 @@ class Panel:
         steps = self.steps or [Step("green")]
         defaults["thresholds"] = {"mode": "absolute", "steps": [s.to_json() for s in steps]}
         overrides = list(self.overrides)
-        for ref, target in zip(self.ref_ids(), self.targets):
+        for ref, target in zip(self.ref_ids(), self.targets, strict=True):
             if target.threshold:
                 overrides.append(threshold_line_override(ref))
         out: Json = {
@@ -117,7 +117,7 @@ class Panel:
             "gridPos": {"h": self.height, "w": self.width, "x": x, "y": y},
             "id": panel_id,
             "options": self.options,
-            "targets": [t.to_json(r) for r, t in zip(self.ref_ids(), self.targets)],
+            "targets": [t.to_json(r) for r, t in zip(self.ref_ids(), self.targets, strict=True)],
             "title": self.title,
             "type": self.type,
         }

@@ -72,7 +72,7 @@ class OutlierModel:
             out += np.einsum("in,in->n", z, self.precision @ z)
         if self.categorical and cat is not None:
             cat = np.asarray(cat).reshape(len(self.categorical), -1)
-            for pen, codes in zip(self.penalties, cat):
+            for pen, codes in zip(self.penalties, cat, strict=True):
                 ok = (codes >= 0) & (codes < len(pen))
                 out[ok] += pen[codes[ok]]
         return out

@@ -95,18 +95,18 @@ class DriftCollector:
                 continue
             ref_info.add_metric([name, mon.profile.hash], 1)
             for plan in mon.drift_engine.plans:
-                for (method, _), required in zip(plan.methods, plan.required):
+                for (method, _), required in zip(plan.methods, plan.required, strict=True):
                     min_values.add_metric([name, plan.name, method], required)
             ref_rows.add_metric([name], mon.profile.rows)
             with mon.lock:
                 num_totals = mon.num_bin_totals.copy()
                 cat_totals = mon.cat_totals.copy()
             for i, prof in enumerate(mon.num_profiles):
-                for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions())):
+                for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions(), strict=True)):
                     bins.add_metric([name, prof.name, label], int(num_totals[i, j]))
                     ref_bins.add_metric([name, prof.name, label], float(frac))
             for i, prof in enumerate(mon.cat_profiles):
-                for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions())):
+                for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions(), strict=True)):
                     bins.add_metric([name, prof.name, label], int(cat_totals[i, j]))
                     ref_bins.add_metric([name, prof.name, label], float(frac))
             for window in mon.windows:

@@ -85,7 +85,7 @@ class ExplainCollector:
             if ip is None:
                 continue
             rank_min.add_metric([name], mon.cfg.attributions.min_rank_correlation)
-            for feature, share in zip(ip.features, ip.shares()):
+            for feature, share in zip(ip.features, ip.shares(), strict=True):
                 if math.isfinite(share):
                     ref_ratio.add_metric([name, feature], float(share))
             for window in mon.windows:
@@ -95,7 +95,7 @@ class ExplainCollector:
                 attr_events.add_metric([name, window], rep.n)
                 if rep.n == 0:
                     continue
-                for feature, v, sh in zip(rep.features, rep.importance, rep.shares):
+                for feature, v, sh in zip(rep.features, rep.importance, rep.shares, strict=True):
                     if math.isfinite(v):
                         imp.add_metric([name, feature, window], float(v))
                     if math.isfinite(sh):

@@ -98,7 +98,7 @@ class QualityCollector:
                 cum = mon.label_delay_counts.cumsum()
                 delay_sum = mon.label_delay_sum
             delay.add_metric(
-                [name], [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1])] + [("+Inf", int(cum[-1]))],
+                [name], [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1], strict=True)] + [("+Inf", int(cum[-1]))],
                 delay_sum,
             )
             cov = mon.label_coverage()

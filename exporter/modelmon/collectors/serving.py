@@ -61,7 +61,7 @@ class ServingCollector:
                 cum = buckets.cumsum()
                 latency.add_metric(
                     [name, version],
-                    [(_bound(b), int(c)) for b, c in zip(LATENCY_BUCKETS, cum[:-1])] + [("+Inf", int(cum[-1]))],
+                    [(_bound(b), int(c)) for b, c in zip(LATENCY_BUCKETS, cum[:-1], strict=True)] + [("+Inf", int(cum[-1]))],
                     lsum,
                 )
                 first_seen.add_metric([name, version], first)

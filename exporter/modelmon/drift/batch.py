@@ -362,7 +362,7 @@ def report_table(doc: Mapping[str, Any]) -> str:
                      {"ok": "ok", "below_min_values": f"below min_values ({f.get('min_values')})",
                       "error": "error"}[f["status"]]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     d = doc["dataset"]
     lines.append("")
     share = "-" if d["drifted_share"] is None else f"{d['drifted_share']:.3f}"

@@ -47,6 +47,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -148,14 +149,16 @@ class FeatureLayout:
 log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
+_pool_workers = 0  # max_workers of _pool (the executor keeps it private)
 _pool_lock = threading.Lock()
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:
+        if _pool is None or _pool_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelmon-drift")
+            _pool_workers = workers
         return _pool
 
 
@@ -248,7 +251,7 @@ class DriftEngine:
         for p in self.plans:
             if p.needs_values and p.type == "numerical":
                 n = int(counts["num_bin"][p.row, : p.profile.slots].sum())
-                if n and any(n >= g for g, i in zip(p.gate, p.impls) if i.needs_values):
+                if n and any(n >= g for g, i in zip(p.gate, p.impls, strict=True) if i.needs_values):
                     codes = columns["num_bin"][p.row] if "num_bin" in columns else None
                     sorted_cols[p.name] = (columns["num"][p.row], n, codes, counts["num_bin"][p.row, : p.profile.slots])
         done: dict[str, FeatureReport] = {}
@@ -312,7 +315,7 @@ class DriftEngine:
             cur = CurrentColumn(values=values, counts=slot_counts)
         results: dict[str, DriftResult | None] = {}
         errors: dict[str, str] = {}
-        for (m, thr), impl, gate in zip(plan.methods, plan.impls, plan.gate):
+        for (m, thr), impl, gate in zip(plan.methods, plan.impls, plan.gate, strict=True):
             res = impl.compute(prof, cur, thr) if n >= gate else None
             if res is not None and not _finite(res):
                 errors[m] = (f"{m}: statistic {res.statistic!r}, p-value {res.p_value!r} is not finite "
@@ -327,7 +330,7 @@ class DriftEngine:
             missing_ratio=((size - n) / size) if size else 0.0,
             out_of_range_ratio=oor, new_category_ratio=new_cat,
             primary=plan.methods[0][0] if plan.methods else "", results=results,
-            required={m: r for (m, _), r in zip(plan.methods, plan.required)}, errors=errors,
+            required={m: r for (m, _), r in zip(plan.methods, plan.required, strict=True)}, errors=errors,
         )
 
 
@@ -353,7 +356,7 @@ def _sorted_present(raw: np.ndarray, n: int, codes: np.ndarray | None = None,
         order = np.argsort(codes, kind="stable")  # -1 (missing) first
         values = raw[order][len(raw) - n:]
         bounds = np.concatenate(([0], np.cumsum(slot_counts)))
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in pairwise(bounds):
             if hi - lo > 1:
                 values[lo:hi].sort()
         if not np.isnan(values).any():

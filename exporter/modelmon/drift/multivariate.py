@@ -95,10 +95,10 @@ class PCADriftModel:
         own layout), unstandardised: ``numerical[name]`` float values (NaN
         missing), ``codes[name]`` category slots of the profile (-1 missing)."""
         cols = []
-        for name, fill in zip(self.numerical, self.num_fill):
+        for name, fill in zip(self.numerical, self.num_fill, strict=True):
             x = np.asarray(numerical[name], dtype=np.float64)
             cols.append(np.where(np.isfinite(x), x, fill))
-        for name, freq, fill in zip(self.categorical, self.cat_freq, self.cat_fill):
+        for name, freq, fill in zip(self.categorical, self.cat_freq, self.cat_fill, strict=True):
             c = np.asarray(codes[name], dtype=np.int64)
             table = np.asarray(freq, dtype=np.float64)
             ok = (c >= 0) & (c < table.size)
@@ -122,7 +122,7 @@ class PCADriftModel:
         res.drifted = not (res.lower <= res.reconstruction_error <= res.upper)
         per = sq.sum(axis=1)
         total = float(per.sum())
-        res.feature_share = {f: (float(v) / total if total > 0 else 0.0) for f, v in zip(self.features, per)}
+        res.feature_share = {f: (float(v) / total if total > 0 else 0.0) for f, v in zip(self.features, per, strict=True)}
         return res
 
     def bounds(self, n: int) -> tuple[float, float]:

@@ -510,7 +510,7 @@ def build_categorical(
     n = int(per_value.sum())
     if not n:
         raise ValueError(f"feature {name!r}: no values in the reference data")
-    freq = dict(zip(col.dictionary, per_value.tolist()))  # one entry per distinct value
+    freq = dict(zip(col.dictionary, per_value.tolist(), strict=True))  # one entry per distinct value
     if not categories:
         ranked = sorted(((c, k) for c, k in freq.items() if k), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         categories = sorted(c for c, _ in ranked)

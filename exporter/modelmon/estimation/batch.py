@@ -115,7 +115,7 @@ def table_lines(doc: Mapping[str, Any]) -> list[str]:
                               _f(e["realized"])))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines += ["", "estimated performance (CBPE, no labels needed)"]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table] + notes
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table] + notes
     if "multivariate" in doc:
         lines += ["", "multivariate drift (PCA reconstruction error)"]
         for label, part in parts:

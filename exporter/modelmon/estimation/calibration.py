@@ -81,7 +81,7 @@ def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibration:
     as a function of the score, reduced to its plateau corners."""
     # Imported here, not at module level, for start-up cost (as the drift
     # methods' scipy.stats): importing the exporter stays numpy-only.
-    from scipy.optimize import isotonic_regression
+    from scipy.optimize import isotonic_regression  # noqa: PLC0415 (lazy: keeps scipy off serve start-up)
 
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)

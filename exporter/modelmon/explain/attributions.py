@@ -98,7 +98,7 @@ class ImportanceProfile:
         mat = np.vstack([np.asarray(attributions[n], dtype=np.float64) for n in names])
         mat[~np.isfinite(mat)] = math.nan
         imp, counts = mean_abs_attribution(mat)
-        empty = [n for n, c in zip(names, counts) if c == 0]
+        empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
         if empty:
             raise ValueError(f"attribution column of {', '.join(empty)} has no finite values")
         return cls(features=names, importance=imp, counts=counts.astype(np.int64))

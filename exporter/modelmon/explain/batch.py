@@ -117,7 +117,7 @@ def table_lines(doc: Mapping[str, Any]) -> list[str]:
             rows.append((f, _f(v["importance"], "{:.6g}"), _f(v["reference_importance"], "{:.6g}"),
                          _f(v["share"], "{:.3f}"), _f(v["reference_share"], "{:.3f}")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         verdict = "-" if a["drifted"] is None else ("RANKING CHANGED" if a["drifted"] else "same ranking")
         lines.append(f"rank correlation {_f(a['rank_correlation'])} (threshold {a['threshold']:g}) -> {verdict}")
     return lines

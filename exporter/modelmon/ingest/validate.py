@@ -218,7 +218,7 @@ class ItemValidator:
                 except OverflowError:
                     total = math.inf
                 if total - total == 0.0:
-                    for name, v in zip(self.cat_names, cat):
+                    for name, v in zip(self.cat_names, cat, strict=True):
                         check_label(v, f"features.{name}")
                     if self.attr and group is None and self.attr in self.names:
                         group = category(feats[self.attr], f"features.{self.attr}")
@@ -256,7 +256,7 @@ class ItemValidator:
         n = len(evs)
         # One C-level pass takes every field; each column is then fixed up only when it needs it.
         (versions, ids, timestamps, latency, errors, predictions, labels, scores, probs, feats,
-         attrs, attributions) = zip(*map(_TYPED_FIELDS, evs))
+         attrs, attributions) = zip(*map(_TYPED_FIELDS, evs), strict=True)
         self.versions += ["" if v is None else v for v in versions] if None in versions else versions
         self.ids += ids
         self.timestamps += [now if t is None else t for t in timestamps] if None in timestamps else timestamps
@@ -275,7 +275,7 @@ class ItemValidator:
             self.scores += scores
         else:
             positive = self.positive
-            self.scores += [s if s is not None or p is None else p.get(positive) for s, p in zip(scores, probs)]
+            self.scores += [s if s is not None or p is None else p.get(positive) for s, p in zip(scores, probs, strict=True)]
         k = len(self.num_names)
         empty = (None,) * (k + len(self.cat_names))
         rows = [empty if f is None else astuple(f) for f in feats]  # numerical values first (see schema)
@@ -299,7 +299,7 @@ class ItemValidator:
             attr = self.attr
             groups = [None if a is None else a.get(attr) for a in attrs]
             if attr in self.names:
-                groups = [g if g is not None or f is None else getattr(f, attr) for g, f in zip(groups, feats)]
+                groups = [g if g is not None or f is None else getattr(f, attr) for g, f in zip(groups, feats, strict=True)]
             if any(g is not None for g in groups):
                 self.has_group = True
         self.group_attr += groups
@@ -317,8 +317,8 @@ class ItemValidator:
             for j, name in enumerate(self.num_names):
                 features[name] = np.ascontiguousarray(arr[:, j])
         if self.cat_names:
-            cols = list(zip(*self.cat_rows)) if self.cat_rows else [() for _ in self.cat_names]
-            for name, col in zip(self.cat_names, cols):
+            cols = list(zip(*self.cat_rows, strict=True)) if self.cat_rows else [() for _ in self.cat_names]
+            for name, col in zip(self.cat_names, cols, strict=True):
                 features[name] = list(col)
         attributes = {self.attr: self.group_attr} if self.has_group else {}
         attributions: dict[str, Any] = {}

@@ -304,7 +304,7 @@ class Simulator:
         start = self.emitted
         self.emitted += n
         # Covariate shift: the labels are withheld (they would come months later).
-        labels = [None if e or regime.covariate_shift else str(v) for v, e in zip(label.tolist(), errors.tolist())]
+        labels = [None if e or regime.covariate_shift else str(v) for v, e in zip(label.tolist(), errors.tolist(), strict=True)]
         return EventBatch(
             model=self.cfg.model,
             timestamps=[now] * n,
@@ -320,8 +320,8 @@ class Simulator:
                 "region": feats["region"].tolist(),
                 "device": feats["device"].tolist(),
             },
-            predictions=[None if e else str(v) for v, e in zip(pred.tolist(), errors.tolist())],
-            scores=[None if e else s for s, e in zip(score.tolist(), errors.tolist())],
+            predictions=[None if e else str(v) for v, e in zip(pred.tolist(), errors.tolist(), strict=True)],
+            scores=[None if e else s for s, e in zip(score.tolist(), errors.tolist(), strict=True)],
             labels=labels,
             attributes={"region": feats["region"].tolist()},
             source="simulator",

@@ -54,7 +54,7 @@ def chi2_sf(stat: float, dof: int) -> float:
     """``scipy.stats.chi2.sf``.  Imported here, not at module level, for
     start-up cost: scipy.stats takes 0.3-1 s to import, and the exporter's
     start-up and ``modelmon --help`` import this module without needing it."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 (lazy: scipy.stats costs 0.3-1 s, kept off serve start-up and --help)
 
     return float(stats.chi2.sf(stat, dof))
 

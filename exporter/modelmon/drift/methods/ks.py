@@ -96,7 +96,7 @@ def _kstwo_sf(d: float, n: float) -> float:
     """``scipy.stats.kstwo.sf``.  Imported here, not at module level, for
     start-up cost: scipy.stats takes 0.3-1 s to import, and the exporter's
     start-up and ``modelmon --help`` import this module without needing it."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 (lazy: scipy.stats costs 0.3-1 s, kept off serve start-up and --help)
 
     return float(stats.kstwo.sf(d, n))
 
