@@ -145,13 +145,19 @@ except ImportError:  # legacy API
     cm = ColumnMapping(numerical_features=[c for c in ref.columns if c.startswith("num")],
                        categorical_features=[c for c in ref.columns if c.startswith("cat")])
     def run():
-        r = Report(metrics=[DataDriftPreset()]); r.run(reference_data=ref, current_data=cur, column_mapping=cm); return r.as_dict()
+        r = Report(metrics=[DataDriftPreset()])
+        r.run(reference_data=ref, current_data=cur, column_mapping=cm)
+        return r.as_dict()
 import evidently
 times, cpu = [], []
 for _ in range(repeats):
-    c0, t0 = time.process_time(), time.perf_counter(); run(); times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
+    c0, t0 = time.process_time(), time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
 times.sort(); cpu.sort()
-print(json.dumps({"version": evidently.__version__, "median": times[len(times) // 2], "min": times[0], "cpu": cpu[len(cpu) // 2]}))
+print(json.dumps({"version": evidently.__version__, "median": times[len(times) // 2], "min": times[0],
+                  "cpu": cpu[len(cpu) // 2]}))
 """
 
 

@@ -118,10 +118,12 @@ rng = np.random.default_rng(0)
 def table(cols):
     out = {}
     for k, v in cols.items():
-        out[k] = NumericColumn(v) if k.startswith("n") else CategoricalColumn(v.astype(np.int32), [f"v{i}" for i in range(int(v.max()) + 1)])
+        out[k] = (NumericColumn(v) if k.startswith("n")
+                  else CategoricalColumn(v.astype(np.int32), [f"v{i}" for i in range(int(v.max()) + 1)]))
     return Table(Path("mem"), n, out)
 ref, cur = table(make_columns(rng, n, n_num, n_cat)), table(make_columns(rng, n, n_num, n_cat, shift=0.2))
-input_bytes = sum((c.values.nbytes if isinstance(c, NumericColumn) else c.codes.nbytes) for t in (ref, cur) for c in t.columns.values())
+input_bytes = sum((c.values.nbytes if isinstance(c, NumericColumn) else c.codes.nbytes)
+                  for t in (ref, cur) for c in t.columns.values())
 base = hwm()
 feats = [FeatureConfig(name=k, type="numerical" if k.startswith("n") else "categorical") for k in ref.columns]
 cfg = DriftConfig()
@@ -230,7 +232,8 @@ def main() -> None:
         doc = json.loads((tmp / "out.json").read_text())
         print(f"modelmon drift CLI, end to end:   {med(cli)}  ({doc['dataset']['drifted_features']} of "
               f"{doc['dataset']['total_features']} features drifted)")
-        print(f"floor: pyarrow reads both files:  {med(read)}   (ratio CLI/read {statistics.median(cli) / statistics.median(read):.1f}x; "
+        print(f"floor: pyarrow reads both files:  {med(read)}   "
+              f"(ratio CLI/read {statistics.median(cli) / statistics.median(read):.1f}x; "
               f"CLI minus interpreter start {statistics.median(cli) - statistics.median(start):.2f} s)")
         print(f"floor: python -c pass:            {med(start)}")
         helps = timed([sys.executable, "-m", "modelmon", "--help"], max(args.repeat, 5))

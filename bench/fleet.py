@@ -63,6 +63,11 @@ def scalar(prom: str, expr: str) -> float | None:
     return float(res[0]["value"][1]) if res else None
 
 
+def group_seconds(name: str) -> str:
+    """Prometheus's own evaluation time of the modelmon-NAME.rules group."""
+    return f'prometheus_rule_group_last_duration_seconds{{rule_group=~".*;modelmon-{name}.rules"}}'
+
+
 def wait(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                     by_rule["model_feature_bin:modelmon_feature_bin_values:rate5m"]["evaluationTime"],
                 "fleet PSI series": len(query(prom, 'model_feature:modelmon_fleet_psi:rate5m')),
                 "drift rule group s (mean, max over run)": [
-                    scalar(prom, f'avg_over_time(prometheus_rule_group_last_duration_seconds{{rule_group=~".*;modelmon-drift.rules"}}{rng})'),
-                    scalar(prom, f'max_over_time(prometheus_rule_group_last_duration_seconds{{rule_group=~".*;modelmon-drift.rules"}}{rng})')],
+                    scalar(prom, f"avg_over_time({group_seconds('drift')}{rng})"),
+                    scalar(prom, f"max_over_time({group_seconds('drift')}{rng})")],
                 "peer: serving rule group s (mean)": scalar(
-                    prom, f'avg_over_time(prometheus_rule_group_last_duration_seconds{{rule_group=~".*;modelmon-serving.rules"}}{rng})'),
+                    prom, f"avg_over_time({group_seconds('serving')}{rng})"),
                 "rule groups s (last)": group_time,
                 "load at start, end": [load_start, loadavg()],
             }

@@ -176,7 +176,8 @@ class DecoderRates:
         return self.events[name] / self.seconds[name]
 
 
-def scrape_p99_under_idle_and_slowloris(port: int, idle: int = 1000, slow: int = 200, scrapes: int = 200) -> tuple[float, float, int]:
+def scrape_p99_under_idle_and_slowloris(port: int, idle: int = 1000, slow: int = 200,
+                                        scrapes: int = 200) -> tuple[float, float, int]:
     """(p50, p99) seconds of /metrics while ``idle`` + ``slow`` connections are open, and how many stayed open."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, idle + slow + 256)), hard))

@@ -171,7 +171,8 @@ def main() -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found (apt-get install wrk)")
-    nginx = None if args.no_nginx else (shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None))
+    nginx = None if args.no_nginx else (
+        shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None))
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -254,7 +255,8 @@ proxy:
         return vals[len(vals) // 2]
 
     print(f"modelmon proxy benchmark: wrk, {args.connections} connections, {args.rounds} x {args.duration:g} s per target, "
-          f"extraction {'off' if args.no_extract else 'on'}, model inference {args.inference_us:g} us, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"extraction {'off' if args.no_extract else 'on'}, model inference {args.inference_us:g} us, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before {load_before}, after {load_after}")
     print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"
           "   (median of rounds; CPU per request; per round: req/s)")

@@ -221,9 +221,14 @@ class PrometheusServer(HttpServer):
         assert len(res) == 1, f"{expr} returned {len(res)} series: {res}"
         return float(res[0]["value"][1])
 
-    def wait_for(self, expr: str, timeout: float = 60.0, check: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:
+    def wait_for(self, expr: str, timeout: float = 60.0,
+                 check: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:
         """Poll an expression until its result satisfies ``check`` (default: non-empty)."""
-        return wait_until(lambda: (lambda r: r if check(r) else None)(self.query(expr)), timeout, interval=0.5, what=f"PromQL {expr!r}")
+        def satisfied() -> list[dict[str, Any]] | None:
+            result = self.query(expr)
+            return result if check(result) else None
+
+        return wait_until(satisfied, timeout, interval=0.5, what=f"PromQL {expr!r}")
 
     def wait_targets_up(self, n: int = 1, timeout: float = 60.0) -> None:
         wait_until(lambda: len([t for t in self.api("targets")["activeTargets"] if t["health"] == "up"]) >= n,

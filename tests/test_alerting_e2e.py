@@ -244,7 +244,8 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
         exporters = list(pool.map(lambda jp: start(*jp[0], port=jp[1]), zip(jobs, ports, strict=True)))
     by_model = {j[0]: e for j, e in zip(jobs, exporters, strict=True) if j[0] != "fleet"}
     started = {m: simulator_started_at(e.process.log_path) for m, e in by_model.items()}
-    prom.wait_for('count(up{job="modelmon"} == 1)', timeout=30, check=lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exporters))
+    prom.wait_for('count(up{job="modelmon"} == 1)', timeout=30,
+                  check=lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exporters))
     prom.load_rules(bundle_rules_test_copy(tmp_path))
     rules_loaded = time.time()
     # Each anomaly began after its exporter's first scrape (its counters'
@@ -254,7 +255,8 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
         after = SCENARIOS[model][1]
         if after > 0:
             assert first_up[e.address] < started[model] + after, \
-                f"{model}: first scrape {first_up[e.address] - started[model]:.1f}s after its start, after its anomaly ({after:g}s)"
+                (f"{model}: first scrape {first_up[e.address] - started[model]:.1f}s after its start, "
+                 f"after its anomaly ({after:g}s)")
         assert rules_loaded - started[model] < RULES_LOADED_BY, \
             f"rules loaded {rules_loaded - started[model]:.1f}s after {model} started; its alert may come and go before"
 

@@ -169,7 +169,8 @@ def test_every_alert_is_unit_tested_firing_silent_and_debounced() -> None:
                     if m := re.search(r'alertname="(\w+)",alertstate="pending"', s["labels"]):
                         debounced.add(m.group(1))
     for a in alerting_rules():
-        assert (a["alert"], a["labels"]["severity"]) in fires, f"no promtool case where {a['alert']} ({a['labels']['severity']}) fires"
+        assert (a["alert"], a["labels"]["severity"]) in fires, \
+            f"no promtool case where {a['alert']} ({a['labels']['severity']}) fires"
         assert a["alert"] in silent, f"no promtool case where {a['alert']} stays silent"
         assert a["alert"] in debounced, f"no promtool case showing {a['alert']}'s for: delay"
 

@@ -239,14 +239,16 @@ def test_slowloris_head_and_stalled_body_meet_deadlines(proxy):
     assert closed_after is not None and closed_after < 4, closed_after
     # A body that stops halfway: 408 once the whole-body deadline passes, nothing forwarded.
     t0 = time.monotonic()
-    answer = raw(port, b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\"", timeout=5)
+    answer = raw(port, b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                       b'{"a"', timeout=5)
     assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 3
     assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="body_timeout") == 1
     assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).status_code == 200
 
 
 FRAMING = {
-    "content-length with transfer-encoding": b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "content-length with transfer-encoding":
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     "two content-lengths": b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
     "non-numeric content-length": b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     "negative content-length": b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",

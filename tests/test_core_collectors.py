@@ -37,7 +37,8 @@ def make(max_versions: int = 10, windows: list[WindowConfig] | None = None):
     return pipeline, build_registry(pipeline), clock
 
 
-def events(n: int, version: str = "v1", latency: float = 0.1, error_every: int = 0, x: float = 0.0, label_ok: bool = True) -> list[Event]:
+def events(n: int, version: str = "v1", latency: float = 0.1, error_every: int = 0, x: float = 0.0,
+           label_ok: bool = True) -> list[Event]:
     out = []
     for i in range(n):
         err = "timeout" if error_every and i % error_every == 0 else None
@@ -128,9 +129,11 @@ def test_fleet_bin_counters_count_every_value() -> None:
     pipeline, reg, _ = make()
     pipeline.submit_events(events(30))
     prof = pipeline.monitors["m"].profile.features["x"]
-    total = sum(reg.get_sample_value("modelmon_feature_bin_values_total", {"model": "m", "feature": "x", "bin": b}) for b in prof.slot_labels())
+    total = sum(reg.get_sample_value("modelmon_feature_bin_values_total", {"model": "m", "feature": "x", "bin": b})
+                for b in prof.slot_labels())
     assert total == 30
-    ref = sum(reg.get_sample_value("modelmon_reference_bin_ratio", {"model": "m", "feature": "x", "bin": b}) for b in prof.slot_labels())
+    ref = sum(reg.get_sample_value("modelmon_reference_bin_ratio", {"model": "m", "feature": "x", "bin": b})
+              for b in prof.slot_labels())
     assert ref == pytest.approx(1.0)
     assert reg.get_sample_value("modelmon_feature_bin_values_total", {"model": "m", "feature": "c", "bin": "a"}) == 15
     assert reg.get_sample_value("modelmon_feature_bin_values_total", {"model": "m", "feature": "c", "bin": "__other__"}) == 0

@@ -74,7 +74,8 @@ def test_bad_config_fails_fast_naming_the_field(tmp_path: Path) -> None:
 def test_check_config_accepts_good_config(tmp_path: Path) -> None:
     (tmp_path / "ref.csv").write_text("a,b\n1,x\n2,y\n3,x\n")
     cfg = tmp_path / "ok.yml"
-    cfg.write_text("models:\n  - name: m\n    features: [{name: a}, {name: b, type: categorical}]\n    reference: {path: ref.csv}\n")
+    cfg.write_text("models:\n  - name: m\n    features: [{name: a}, {name: b, type: categorical}]\n"
+                   "    reference: {path: ref.csv}\n")
     res = _run("check-config", str(cfg), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout

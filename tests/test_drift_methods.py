@@ -171,7 +171,8 @@ def test_psi_hand_computed_categorical() -> None:
     # Under the 0.1 threshold: a small move
     small = run("psi", *cat_case(ref, ["a"] * 48 + ["b"] * 31 + ["c"] * 21))
     assert small.statistic == pytest.approx(
-        (0.48 - 0.5) * math.log(0.48 / 0.5) + (0.31 - 0.3) * math.log(0.31 / 0.3) + (0.21 - 0.2) * math.log(0.21 / 0.2), rel=1e-12)
+        (0.48 - 0.5) * math.log(0.48 / 0.5) + (0.31 - 0.3) * math.log(0.31 / 0.3) + (0.21 - 0.2) * math.log(0.21 / 0.2),
+        rel=1e-12)
     assert not small.drifted
 
 

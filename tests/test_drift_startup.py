@@ -25,7 +25,8 @@ EXPORTER = str(Path(__file__).resolve().parents[1] / "exporter")
 
 
 def loaded_after(code: str) -> list[str]:
-    probe = code + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'pyarrow'})))"
+    probe = code + ("\nimport sys, json\n"
+                    "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'pyarrow'})))")
     env = {**os.environ, "PYTHONPATH": EXPORTER}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -118,8 +118,10 @@ def test_exporter_and_batch_command_agree(files, capsys):
     write_columns(chunk_file, {k: v[1000:2000] for k, v in read_csv(files / "cur.csv").items()})
     _, g2 = exporter_values(files / "cfg.yml", chunk_file)
     chunk = doc["chunks"][1]
-    assert g2("modelmon_quality_estimated_accuracy_ratio") == pytest.approx(chunk["estimated_performance"]["accuracy"]["value"], rel=1e-12)
-    assert g2("modelmon_multivariate_drift_reconstruction_error") == pytest.approx(chunk["multivariate"]["reconstruction_error"], rel=1e-12)
+    assert g2("modelmon_quality_estimated_accuracy_ratio") == pytest.approx(
+        chunk["estimated_performance"]["accuracy"]["value"], rel=1e-12)
+    assert g2("modelmon_multivariate_drift_reconstruction_error") == pytest.approx(
+        chunk["multivariate"]["reconstruction_error"], rel=1e-12)
 
 
 def test_profile_file_carries_the_sections(files, capsys):

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.e2e
 
 def write_reference(path: Path, rng: np.random.Generator, rows: int = 5000) -> Path:
     lines = ["x,y,attribution_x,attribution_y"]
-    for x, y, ax, ay in zip(rng.normal(0, 1, rows), rng.normal(5, 2, rows), rng.normal(0, 2, rows), rng.normal(0, 1, rows), strict=True):
+    for x, y, ax, ay in zip(rng.normal(0, 1, rows), rng.normal(5, 2, rows), rng.normal(0, 2, rows), rng.normal(0, 1, rows),
+                            strict=True):
         lines.append(f"{x:.5f},{y:.5f},{ax:.5f},{ay:.5f}")
     path.write_text("\n".join(lines) + "\n")
     return path

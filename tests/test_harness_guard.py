@@ -64,7 +64,8 @@ def test_a_server_in_an_unmarked_test_fails_it(tmp_path: Path) -> None:
         "    assert subprocess.run([sys.executable, '-c', 'pass', '-m', 'modelmon']).returncode == 0\n"
     )
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", str(tmp_path)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"}, check=False)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+                         check=False)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert "FAILED test_inner.py::test_unmarked - RuntimeError: test_inner.py::test_unmarked starts python -m modelmon" in out

@@ -79,7 +79,8 @@ def test_gate_file_with_several_evaluation_checks_and_json(tmp_path: Path) -> No
     ({"g.yml": "live: {model: m, checks: [{metric: toxicity, max: 1}]}"}, ["--gate", "{d}/g.yml"], "unknown live metric"),
     ({"g.yml": "live: {model: m, checks: [{metric: error_ratio, max_increase: 0.01}]}"}, ["--gate", "{d}/g.yml"],
      "needs live.baseline"),
-    ({"g.yml": "live: {model: m, candidate: {version: '2'}, baseline: {version: '1'}, checks: [{metric: drifted_features_ratio, max: 0.5}]}"},
+    ({"g.yml": "live: {model: m, candidate: {version: '2'}, baseline: {version: '1'}, "
+               "checks: [{metric: drifted_features_ratio, max: 0.5}]}"},
      ["--gate", "{d}/g.yml"], "exported per model, not per version"),
     ({"g.yml": "live: {model: m, checks: [{metric: error_ratio, max: 0.05}]}"}, ["--gate", "{d}/g.yml"],
      "give --prometheus.url"),

@@ -183,5 +183,6 @@ def test_html_report_to_stdout_and_without_matplotlib(drift_files: tuple[Path, P
 
 def test_unwritable_output_exits_2(drift_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ref, cur = drift_files
-    rc = main(["drift", "--reference", str(ref), "--current", str(cur), "--format", "html", "-o", str(tmp_path / "no" / "r.html")])
+    rc = main(["drift", "--reference", str(ref), "--current", str(cur), "--format", "html",
+               "-o", str(tmp_path / "no" / "r.html")])
     assert rc == 2 and "cannot write" in capsys.readouterr().err

@@ -29,7 +29,8 @@ def _info(reg) -> set[str]:
 
 def test_rollout_info_and_first_seen() -> None:
     model = ModelConfig(name="fraud", task="classification")
-    cfg = Config(models=[model], windows=[WindowConfig(name="1m", duration_seconds=60), WindowConfig(name="1h", duration_seconds=3600)])
+    cfg = Config(models=[model], windows=[WindowConfig(name="1m", duration_seconds=60),
+                                          WindowConfig(name="1h", duration_seconds=3600)])
     clock = Clock(1_700_000_000.0)
     pipeline = Pipeline(cfg, {"fraud": None}, clock=clock)
     reg = build_registry(pipeline)

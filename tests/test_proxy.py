@@ -248,16 +248,19 @@ def test_extracts_features_predictions_and_joins_labels(proxied, upstream):
     g = np.array(["f" if (i // 3 + i % 3) % 2 else "m" for i in range(30)])
     for grp in ("f", "m"):
         want = np.mean(pred[g == grp] == 1)
-        assert sample(exp, "modelmon_fairness_positive_prediction_ratio", model="clf", window="5m", group=grp) == pytest.approx(want)
+        got = sample(exp, "modelmon_fairness_positive_prediction_ratio", model="clf", window="5m", group=grp)
+        assert got == pytest.approx(want)
     ks = stats.ks_2samp(exp.reference_ages, ages)
-    assert sample(exp, "modelmon_drift_score", model="clf", feature="age", method="ks", window="5m") == pytest.approx(ks.statistic)
-    assert sample(exp, "modelmon_drift_p_value", model="clf", feature="age", method="ks", window="5m") == pytest.approx(ks.pvalue)
+    age_ks = {"model": "clf", "feature": "age", "method": "ks", "window": "5m"}
+    assert sample(exp, "modelmon_drift_score", **age_ks) == pytest.approx(ks.statistic)
+    assert sample(exp, "modelmon_drift_p_value", **age_ks) == pytest.approx(ks.pvalue)
     assert sample(exp, "modelmon_feature_bin_values_total", model="clf", feature="prediction", bin="1") == pred.sum()
     assert sample(exp, "modelmon_proxy_extraction_failures_total", model="clf") == 0
     # Everything this issue adds (quality, fairness, delay, join, proxy) passes promtool's lint.
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
     assert "modelmon_label_delay_seconds_bucket" in text and "modelmon_proxy_responses_total" in text
-    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], check=False, input=text, capture_output=True, text=True, timeout=30)
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], check=False, input=text, capture_output=True,
+                          text=True, timeout=30)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
@@ -403,7 +406,8 @@ def test_serve_flags_run_the_proxy(tmp_path, upstream):
                 r = requests.get(f"http://127.0.0.1:{pport}/text", timeout=1)
                 break
             except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.poll() is not None else "timeout"
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    proc.stdout.read().decode() if proc.poll() is not None else "timeout"
                 time.sleep(0.1)
         assert r.text == "plain words, not json"
         deadline = time.monotonic() + 15

@@ -702,7 +702,8 @@ def _validate_label_free(m: ModelConfig, i: int, names: set[str]) -> None:
                               field_path=f"models[{i}].performance_estimation.metrics[{k}]")
     for k, fname in enumerate(mv.features):
         if fname not in names:
-            raise ConfigError(f"not a feature of the model: {fname!r}", field_path=f"models[{i}].multivariate_drift.features[{k}]")
+            raise ConfigError(f"not a feature of the model: {fname!r}",
+                              field_path=f"models[{i}].multivariate_drift.features[{k}]")
     if mv.enabled and len(m.multivariate_features()) < 2:
         raise ConfigError("multivariate drift needs at least two features",
                           field_path=f"models[{i}].multivariate_drift.features" if mv.features else f"models[{i}].features")

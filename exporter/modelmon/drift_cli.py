@@ -230,7 +230,8 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument("data", metavar="DATA", help="reference data (CSV, .jsonl, .parquet)")
     b.add_argument("-o", "--output", required=True, metavar="PROFILE", help="profile file to write (.json)")
-    b.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="take features and drift settings from a config")
+    b.add_argument("--config", "--config.file", dest="config", metavar="FILE",
+                   help="take features and drift settings from a config")
     b.add_argument("--model", metavar="NAME", help="model of --config (default: its only model with features)")
     b.add_argument("--bins", type=int, help="quantile bins per numerical feature (default: config or 10)")
     b.add_argument("--sample-size", type=int, help="sorted reference sample kept for KS/Wasserstein (default: config or 10000)")

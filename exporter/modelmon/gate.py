@@ -87,7 +87,8 @@ class CheckConfig:
     max_ratio: float | None = None
 
     def bounds(self) -> list[tuple[str, float]]:
-        return [(k, v) for k in ("min", "max", "max_increase", "max_decrease", "max_ratio") if (v := getattr(self, k)) is not None]
+        return [(k, v) for k in ("min", "max", "max_increase", "max_decrease", "max_ratio")
+                if (v := getattr(self, k)) is not None]
 
 
 @dataclass
@@ -128,7 +129,8 @@ LIVE_METRICS: dict[str, tuple[str, bool, str | None]] = {
     "error_ratio": ("sum(increase(modelmon_request_errors_total{sv}[{w}])) / sum(increase(modelmon_requests_total{sv}[{w}]))",
                     True, "requests"),
     "requests_per_second": ("sum(rate(modelmon_requests_total{sv}[{w}]))", True, None),
-    "accuracy": ("sum(increase(modelmon_correct_predictions_total{sv}[{w}])) / sum(increase(modelmon_labelled_events_total{sv}[{w}]))",
+    "accuracy": ("sum(increase(modelmon_correct_predictions_total{sv}[{w}]))"
+                 " / sum(increase(modelmon_labelled_events_total{sv}[{w}]))",
                  True, "labelled"),
     "drifted_features_ratio": ("max(max_over_time(modelmon_dataset_drifted_features_ratio{sd}[{w}]))", False, None),
 }
@@ -198,7 +200,8 @@ def validate_gate(gate: GateConfig) -> None:
         s = getattr(live, side)
         for k, v in (s.selector.items() if s else ()):
             if not _LABEL_RE.match(str(k)) or k in ("model", "version", "__name__") or not isinstance(v, str):
-                raise ConfigError("must map label names (not model, version) to string values", field_path=f"live.{side}.selector.{k}")
+                raise ConfigError("must map label names (not model, version) to string values",
+                                  field_path=f"live.{side}.selector.{k}")
     if not live.window_seconds > 0:
         raise ConfigError("must be > 0", field_path="live.window")
     same_series = live.baseline is not None and live.baseline.selector == live.candidate.selector

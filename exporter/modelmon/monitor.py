@@ -67,7 +67,8 @@ class VersionStats:
 class ModelMonitor:
     """Everything the exporter knows about one model."""
 
-    def __init__(self, cfg: ModelConfig, config: Config, profile: ReferenceProfile | None, clock: Callable[[], float] = time.time):
+    def __init__(self, cfg: ModelConfig, config: Config, profile: ReferenceProfile | None,
+                 clock: Callable[[], float] = time.time):
         self.cfg = cfg
         self.name = cfg.name
         self.clock = clock

@@ -170,7 +170,8 @@ def _bin_name(h: Histogram, i: int) -> str:
 # --------------------------------------------------------------------------- page
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;
+  color:#1d2330;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}h3{font-size:15px;margin:0 0 6px}
 .meta{color:#5a6275;font-size:12.5px}
 .verdict{padding:12px 16px;border-radius:6px;margin:16px 0;font-size:16px;font-weight:600}
@@ -196,7 +197,9 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
     var asc = th.getAttribute("aria-sort") !== "ascending";
     th.closest("tr").querySelectorAll("th").forEach(function (o) { o.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", asc ? "ascending" : "descending");
-    var key = function (tr) { var c = tr.cells[col]; var v = c.getAttribute("data-v"); return v === null ? c.textContent : parseFloat(v); };
+    var key = function (tr) {
+      var c = tr.cells[col]; var v = c.getAttribute("data-v"); return v === null ? c.textContent : parseFloat(v);
+    };
     Array.prototype.slice.call(tbody.rows).sort(function (a, b) {
       var x = key(a), y = key(b);
       if (typeof x === "number" && isNaN(x)) { return 1; } if (typeof y === "number" && isNaN(y)) { return -1; }

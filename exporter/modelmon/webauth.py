@@ -197,9 +197,11 @@ class WebSecurity:
             ctx.load_cert_chain(self._resolve(tls.cert_file), self._resolve(tls.key_file))
             if tls.client_auth_type != "NoClientCert":
                 ctx.load_verify_locations(cafile=str(self._resolve(tls.client_ca_file)))
-                ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_type == "RequireAndVerifyClientCert" else ssl.CERT_OPTIONAL
+                ctx.verify_mode = (ssl.CERT_REQUIRED if tls.client_auth_type == "RequireAndVerifyClientCert"
+                                   else ssl.CERT_OPTIONAL)
         except (OSError, ssl.SSLError) as exc:
-            raise self._error(f"cannot load certificate/key: {getattr(exc, 'strerror', None) or exc}", "tls_server_config") from None
+            reason = getattr(exc, "strerror", None) or exc
+            raise self._error(f"cannot load certificate/key: {reason}", "tls_server_config") from None
         self._tls_mtimes = self._mtimes()
         return ctx
 
@@ -353,15 +355,15 @@ class WebSecurity:
     # ------------------------------------------------------------ collector
     def collect(self) -> Iterator[Metric]:
         """``modelmon_web_auth_failures_total{reason}``, ``modelmon_web_tls_handshake_failures_total``."""
-        auth = CounterMetricFamily("modelmon_web_auth_failures", "HTTP requests refused for missing or invalid basic-auth credentials.",
-                                   labels=["reason"])
+        auth = CounterMetricFamily("modelmon_web_auth_failures",
+                                   "HTTP requests refused for missing or invalid basic-auth credentials.", labels=["reason"])
         with self._lock:
             for reason, n in self.auth_failures.items():
                 auth.add_metric([reason], n)
             handshakes = self.handshake_failures
         yield auth
-        yield CounterMetricFamily("modelmon_web_tls_handshake_failures", "TLS handshakes that failed (plain HTTP, bad or missing client certificate).",
-                                  value=handshakes)
+        yield CounterMetricFamily("modelmon_web_tls_handshake_failures",
+                                  "TLS handshakes that failed (plain HTTP, bad or missing client certificate).", value=handshakes)
 
 
 def web_security(cfg: Config) -> WebSecurity | None:

@@ -34,13 +34,15 @@ class DriftCollector:
 
     def collect(self) -> Iterator[Metric]:
         lf = ["model", "feature", "method", "window"]
-        score = GaugeMetricFamily("modelmon_drift_score", "Drift statistic of a feature in the window vs the reference." + CACHED, labels=lf)
+        score = GaugeMetricFamily("modelmon_drift_score",
+                                  "Drift statistic of a feature in the window vs the reference." + CACHED, labels=lf)
         pval = GaugeMetricFamily("modelmon_drift_p_value", "P-value of the drift test (tests only)." + CACHED, labels=lf)
         thr = GaugeMetricFamily(
             "modelmon_drift_threshold",
             "Configured drift threshold (a p-value bound for tests, a distance bound otherwise).", labels=lf,
         )
-        detected = GaugeMetricFamily("modelmon_drift_detected", "1 when the method flags drift in the window." + CACHED, labels=lf)
+        detected = GaugeMetricFamily("modelmon_drift_detected", "1 when the method flags drift in the window." + CACHED,
+                                     labels=lf)
         min_values = GaugeMetricFamily(
             "modelmon_drift_min_values",
             "Fewest values a window needs before the method is scored (drift.min_samples, raised for distances "
@@ -51,7 +53,8 @@ class DriftCollector:
             "modelmon_feature_values", "Non-missing values of a feature in the window.", labels=["model", "feature", "window"]
         )
         missing = GaugeMetricFamily(
-            "modelmon_feature_missing_ratio", "Share of events in the window missing the feature.", labels=["model", "feature", "window"]
+            "modelmon_feature_missing_ratio", "Share of events in the window missing the feature.",
+            labels=["model", "feature", "window"],
         )
         oor = GaugeMetricFamily(
             "modelmon_feature_out_of_range_ratio", "Share of values outside the reference [min, max].",
@@ -70,7 +73,8 @@ class DriftCollector:
             labels=["model", "window"],
         )
         duration = GaugeMetricFamily(
-            "modelmon_drift_computation_seconds", "Wall time of the last drift computation of the window.", labels=["model", "window"]
+            "modelmon_drift_computation_seconds", "Wall time of the last drift computation of the window.",
+            labels=["model", "window"],
         )
         last = GaugeMetricFamily(
             "modelmon_drift_last_computation_timestamp_seconds", "When drift was last computed for the window.",
@@ -83,11 +87,13 @@ class DriftCollector:
             labels=["model", "feature", "bin"],
         )
         ref_bins = GaugeMetricFamily(
-            "modelmon_reference_bin_ratio", "Share of the reference in each bin (same bins as modelmon_feature_bin_values_total).",
+            "modelmon_reference_bin_ratio",
+            "Share of the reference in each bin (same bins as modelmon_feature_bin_values_total).",
             labels=["model", "feature", "bin"],
         )
         ref_info = GaugeMetricFamily(
-            "modelmon_reference_info", "The frozen reference profile in use (value is always 1).", labels=["model", "profile_hash"]
+            "modelmon_reference_info", "The frozen reference profile in use (value is always 1).",
+            labels=["model", "profile_hash"],
         )
         ref_rows = GaugeMetricFamily("modelmon_reference_rows", "Rows in the reference dataset.", labels=["model"])
         for name, mon in self.pipeline.monitors.items():

@@ -43,11 +43,13 @@ class HealthCollector:
         return _Timed(collector, self.durations)
 
     def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily("modelmon_build_info", "modelmon build (value is always 1).", labels=["version", "python_version"])
+        build = GaugeMetricFamily("modelmon_build_info", "modelmon build (value is always 1).",
+                                  labels=["version", "python_version"])
         build.add_metric([__version__, platform.python_version()], 1)
         start = GaugeMetricFamily("modelmon_exporter_start_time_seconds", "When the exporter started.")
         start.add_metric([], self.pipeline.started)
-        accepted = CounterMetricFamily("modelmon_events_accepted", "Events accepted into the pipeline.", labels=["model", "source"])
+        accepted = CounterMetricFamily("modelmon_events_accepted", "Events accepted into the pipeline.",
+                                       labels=["model", "source"])
         rejected = CounterMetricFamily(
             "modelmon_events_rejected", "Events or requests refused, by source and bounded reason.", labels=["source", "reason"]
         )

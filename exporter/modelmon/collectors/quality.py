@@ -37,13 +37,16 @@ class QualityCollector:
 
     def collect(self) -> Iterator[Metric]:
         labelled_total = CounterMetricFamily(
-            "modelmon_labelled_events", "Predictions whose label is known, by the version that made them.", labels=["model", "version"]
+            "modelmon_labelled_events", "Predictions whose label is known, by the version that made them.",
+            labels=["model", "version"],
         )
         correct_total = CounterMetricFamily(
-            "modelmon_correct_predictions", "Labelled predictions that were correct (classification), by version.", labels=["model", "version"]
+            "modelmon_correct_predictions", "Labelled predictions that were correct (classification), by version.",
+            labels=["model", "version"],
         )
         labelled = GaugeMetricFamily(
-            "modelmon_window_labelled_events", "Labelled predictions held in the sliding window (labels arrived within it; sampled like the event window).",
+            "modelmon_window_labelled_events",
+            "Labelled predictions held in the sliding window (labels arrived within it; sampled like the event window).",
             labels=["model", "window"],
         )
         coverage = GaugeMetricFamily(
@@ -98,7 +101,8 @@ class QualityCollector:
                 cum = mon.label_delay_counts.cumsum()
                 delay_sum = mon.label_delay_sum
             delay.add_metric(
-                [name], [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1], strict=True)] + [("+Inf", int(cum[-1]))],
+                [name],
+                [(repr(float(b)), int(c)) for b, c in zip(LABEL_DELAY_BUCKETS, cum[:-1], strict=True)] + [("+Inf", int(cum[-1]))],
                 delay_sum,
             )
             cov = mon.label_coverage()

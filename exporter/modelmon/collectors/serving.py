@@ -27,7 +27,8 @@ class ServingCollector:
         self.pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("modelmon_requests", "Predictions served (successful or not).", labels=["model", "version"])
+        requests = CounterMetricFamily("modelmon_requests", "Predictions served (successful or not).",
+                                       labels=["model", "version"])
         errors = CounterMetricFamily(
             "modelmon_request_errors", "Predictions that failed, by bounded reason.", labels=["model", "version", "reason"]
         )
@@ -51,7 +52,8 @@ class ServingCollector:
         shortest = min(w.duration_seconds for w in self.pipeline.config.windows)
         for name, mon in self.pipeline.monitors.items():
             with mon.lock:
-                versions = {v: (st.requests, dict(st.errors), st.bucket_counts.copy(), st.latency_sum, st.first_seen, st.last_seen)
+                versions = {v: (st.requests, dict(st.errors), st.bucket_counts.copy(), st.latency_sum,
+                                st.first_seen, st.last_seen)
                             for v, st in mon.versions.items()}
             for version, (req, errs, buckets, lsum, first, last) in versions.items():
                 requests.add_metric([name, version], req)

@@ -26,8 +26,10 @@ THRESHOLD_GAUGES = {
     "min_labelled_events": ("modelmon_threshold_min_labelled_events", "Quality alerts need at least this many labelled events."),
     "label_coverage_min": ("modelmon_threshold_label_coverage_min_ratio", "Alert when label coverage falls below this."),
     "missing_ratio_max": ("modelmon_threshold_missing_ratio_max", "Alert when a feature's missing ratio exceeds this."),
-    "out_of_range_ratio_max": ("modelmon_threshold_out_of_range_ratio_max", "Alert when a feature's out-of-range ratio exceeds this."),
-    "new_category_ratio_max": ("modelmon_threshold_new_category_ratio_max", "Alert when a feature's new-category ratio exceeds this."),
+    "out_of_range_ratio_max": ("modelmon_threshold_out_of_range_ratio_max",
+                               "Alert when a feature's out-of-range ratio exceeds this."),
+    "new_category_ratio_max": ("modelmon_threshold_new_category_ratio_max",
+                               "Alert when a feature's new-category ratio exceeds this."),
     "release_accuracy_min": ("modelmon_threshold_release_accuracy_min_ratio", "Release gate: minimum accuracy to promote."),
 }
 

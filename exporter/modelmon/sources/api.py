@@ -266,7 +266,8 @@ class IngestAPI:
         where: list[int] = []
         for index, item in enumerate(items):
             if type(item) is not dict:
-                rejected.append(Rejection(index, "malformed", item.message if isinstance(item, Malformed) else "must be a JSON object"))
+                message = item.message if isinstance(item, Malformed) else "must be a JSON object"
+                rejected.append(Rejection(index, "malformed", message))
                 continue
             try:
                 if item.keys() - LABEL_FIELDS:
@@ -292,7 +293,8 @@ class IngestAPI:
             where.append(index)
         joined = self.join.join(ids, labels, convert=self._convert_label, models=models)
         for pos in joined.unknown:
-            rejected.append(Rejection(where[pos], "unknown_id", f"id: no recent event with id {ids[pos][:64]!r} waiting for a label"))
+            rejected.append(Rejection(where[pos], "unknown_id",
+                                      f"id: no recent event with id {ids[pos][:64]!r} waiting for a label"))
         for pos, message in joined.invalid:
             reason = "non_finite" if "finite" in message else "invalid_field"
             rejected.append(Rejection(where[pos], reason, message))
@@ -303,7 +305,8 @@ class IngestAPI:
         if accepted or not rejected:
             return json_response(200, payload)
         if all(r == "unknown_id" for _, r, _ in rejected):
-            return json_response(404, {"error": "no recent event with these ids (unknown, expired or already labelled)", **payload})
+            return json_response(404, {"error": "no recent event with these ids (unknown, expired or already labelled)",
+                                       **payload})
         index, _, message = rejected[0]
         return json_response(400, {"error": f"item {index}: {message}", **payload})
 
