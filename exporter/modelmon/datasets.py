@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -104,8 +104,9 @@ Column = NumericColumn | CategoricalColumn | EmptyColumn
 
 
 @dataclass(slots=True)
-class Table:
-    """A data file's columns (all ``rows`` long), in file order."""
+class Table(Mapping[str, Column]):
+    """A data file's columns (all ``rows`` long), in file order; a mapping from
+    column name to column."""
 
     path: Path
     rows: int
@@ -117,7 +118,7 @@ class Table:
     def __getitem__(self, name: str) -> Column:
         return self.columns[name]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[str]:
         return iter(self.columns)
 
     def __len__(self) -> int:

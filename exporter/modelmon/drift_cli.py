@@ -175,7 +175,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         try:
             profile = build_profile(table, features, bins=bins, sample_size=sample, top_k=top_k,
                                     discrete_max=drift_cfg.discrete_max_values or None)
-            if args.config:
+            if model is not None:  # from --config
                 fit_sections(profile, table, model)  # the label-free estimators the model enables
             # The outlier model and attribution importance as the model configures them.
             fit_explain_sections(profile, table, model or ModelConfig(name="reference", features=features))

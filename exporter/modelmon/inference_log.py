@@ -164,9 +164,9 @@ class InferenceLogger:
             out["outlier_score"] = _finite(float(batch.outlier_scores[i]))
         attrs = {}
         for name in self.attributes:
-            col = batch.attributes.get(name)
-            if col is not None and col[i] is not None:
-                attrs[name] = self._maybe_hash(f"attributes.{name}", col[i])
+            values = batch.attributes.get(name)
+            if values is not None and values[i] is not None:
+                attrs[name] = self._maybe_hash(f"attributes.{name}", values[i])
         if attrs:
             out["attributes"] = attrs
         return out

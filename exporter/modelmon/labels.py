@@ -21,7 +21,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .events import EventBatch
 from .pipeline import Pipeline
@@ -98,10 +98,12 @@ class LabelJoin:
         rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels, strict=True)) if id_ is not None and lab is None]
         if not rows:
             return
+        ids: list[str]  # rows are the events that have an id
         if len(rows) == len(batch):  # the usual case: no copies
-            ids, ts, preds, scores, versions = batch.ids, batch.timestamps, batch.predictions, batch.scores, batch.versions
+            ids = cast(list[str], batch.ids)
+            ts, preds, scores, versions = batch.timestamps, batch.predictions, batch.scores, batch.versions
         else:
-            ids = [batch.ids[i] for i in rows]
+            ids = cast(list[str], [batch.ids[i] for i in rows])
             ts = [batch.timestamps[i] for i in rows]
             preds = [batch.predictions[i] for i in rows]
             scores = [batch.scores[i] for i in rows]
@@ -171,7 +173,8 @@ class LabelJoin:
             for pos, (id_, label) in enumerate(zip(ids, labels, strict=True)):
                 seq = index.get(id_)
                 chunk = None if seq is None else self._chunk_of(seq)
-                if chunk is None or (models is not None and models[pos] is not None and models[pos] != chunk.model):
+                if seq is None or chunk is None or (models is not None and models[pos] is not None
+                                                    and models[pos] != chunk.model):
                     res.unknown.append(pos)
                     continue
                 row = seq - chunk.start

@@ -20,16 +20,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
 from .drift.multivariate import MultivariateResult
-from .drift.reference import ReferenceProfile, to_float_array
+from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
 from .estimation.cbpe import CBPEResult
 from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
@@ -47,8 +47,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25,
 LABEL_DELAY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 3 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0)
 OTHER_VERSION = "other"
 OTHER_REASON = "other"
+_Profile = TypeVar("_Profile", NumericalProfile, CategoricalProfile)
 #: Cap on distinct class values remembered per model (never exported as labels).
 MAX_CLASSES = 1000
+
+
+def _profile_of(profile: ReferenceProfile, name: str, kind: type[_Profile]) -> _Profile:
+    """The reference profile of feature ``name``, which the config says is of ``kind``."""
+    prof = profile.features[name]
+    if not isinstance(prof, kind):
+        raise ValueError(f"feature {name!r}: the reference profile is {prof.type}, the config says otherwise")
+    return prof
 
 
 @dataclass
@@ -91,8 +100,8 @@ class ModelMonitor:
             self.drift_engine = DriftEngine(cfg.monitored_features(), profile, cfg.drift, cfg.thresholds.dataset_drift_share)
             self.num_names = self.drift_engine.layout.numerical
             self.cat_names = self.drift_engine.layout.categorical
-        self.num_profiles = [profile.features[n] for n in self.num_names] if profile else []
-        self.cat_profiles = [profile.features[n] for n in self.cat_names] if profile else []
+        self.num_profiles = [_profile_of(profile, n, NumericalProfile) for n in self.num_names] if profile else []
+        self.cat_profiles = [_profile_of(profile, n, CategoricalProfile) for n in self.cat_names] if profile else []
         num_slots = max((p.slots for p in self.num_profiles), default=1)
         cat_slots = max((p.slots for p in self.cat_profiles), default=1)
         #: Cumulative (fleet-mergeable) counts per reference bin / category.
@@ -191,15 +200,15 @@ class ModelMonitor:
                 if valid.size:
                     self.num_bin_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
             cat = np.full((max(len(self.cat_names), 1), n), -1, dtype=np.int16)
-            for i, (name, prof) in enumerate(zip(self.cat_names, self.cat_profiles, strict=True)):
+            for i, (name, cprof) in enumerate(zip(self.cat_names, self.cat_profiles, strict=True)):
                 col = features.get(name)
                 if col is None:
                     continue
-                codes = prof.codes(col)
+                codes = cprof.codes(col)
                 cat[i] = codes
                 valid = codes[codes >= 0]
                 if valid.size:
-                    self.cat_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
+                    self.cat_totals[i, : cprof.slots] += np.bincount(valid, minlength=cprof.slots)
         cols = {"num": num, "num_bin": num_bin, "cat": cat, "error": err}
         if self.outlier_model is not None:
             cols["outlier"] = self._score_outliers(batch, num, cat)
@@ -253,7 +262,7 @@ class ModelMonitor:
         attr_drift = self.cfg.attributions.enabled and self.cfg.attributions.drift and batch.attributions
         if not (pd.prediction or pd.score or attr_drift):
             return batch.features
-        cols = dict(batch.features)
+        cols: dict[str, Sequence[Any]] = dict(batch.features)
         if attr_drift:
             for feature, column in self.cfg.attribution_columns().items():
                 if feature in batch.attributions:
@@ -275,6 +284,7 @@ class ModelMonitor:
 
     def _count_serving(self, batch: EventBatch, lat: np.ndarray, now: float) -> None:
         versions = batch.versions
+        groups: dict[str, slice | np.ndarray]
         if len(set(versions)) == 1:
             groups = {versions[0]: slice(None)}
         else:
@@ -325,6 +335,7 @@ class ModelMonitor:
         delay = np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
         correct = (pred == lab) & known
         with self.lock:
+            groups_by_version: dict[str, slice | np.ndarray]
             if versions is None or len(set(versions)) <= 1:
                 groups_by_version = {(versions[0] if versions else ""): slice(None)}
             else:

@@ -111,10 +111,10 @@ class DriftCollector:
                 for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions(), strict=True)):
                     bins.add_metric([name, prof.name, label], int(num_totals[i, j]))
                     ref_bins.add_metric([name, prof.name, label], float(frac))
-            for i, prof in enumerate(mon.cat_profiles):
-                for j, (label, frac) in enumerate(zip(prof.slot_labels(), prof.fractions(), strict=True)):
-                    bins.add_metric([name, prof.name, label], int(cat_totals[i, j]))
-                    ref_bins.add_metric([name, prof.name, label], float(frac))
+            for i, cprof in enumerate(mon.cat_profiles):
+                for j, (label, frac) in enumerate(zip(cprof.slot_labels(), cprof.fractions(), strict=True)):
+                    bins.add_metric([name, cprof.name, label], int(cat_totals[i, j]))
+                    ref_bins.add_metric([name, cprof.name, label], float(frac))
             for window in mon.windows:
                 rep = mon.drift(window)
                 if rep is None:

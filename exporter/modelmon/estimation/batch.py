@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..drift.reference import ReferenceProfile
 from .cbpe import realized_metrics
 from .sections import (
     LABEL,
+    Columns,
     Estimators,
     encode_features,
     positive_indicator,
@@ -32,7 +33,7 @@ class LabelFreeInputError(ValueError):
     """A current table the estimators cannot read (the message names the column)."""
 
 
-def evaluate(estimators: Estimators, profile: ReferenceProfile, table: Mapping[str, Sequence[Any]],
+def evaluate(estimators: Estimators, profile: ReferenceProfile, table: Columns,
              model: ModelConfig, rows: int, chunk_size: int | None = None, path: str = "") -> dict[str, Any]:
     """JSON sections ``estimated_performance`` and ``multivariate`` (those
     enabled) for the whole table, plus ``chunks`` when ``chunk_size`` is set."""

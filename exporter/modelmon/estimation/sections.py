@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..config import PREDICTION_FEATURE, SCORE_FEATURE, ModelConfig
+from ..datasets import Column
 from ..drift.multivariate import PCADriftModel, fit_pca_drift
 from ..drift.reference import (
     CategoricalProfile,
@@ -32,6 +33,10 @@ PERFORMANCE = "performance_estimation"
 MULTIVARIATE = "multivariate_drift"
 LABEL = "label"
 OUTPUT_COLUMNS = (PREDICTION_FEATURE, SCORE_FEATURE, LABEL)
+#: A column: typed (read from a data file), or a raw list or array.
+ColumnLike = Column | Sequence[Any] | np.ndarray
+#: A table's columns by name.
+Columns = Mapping[str, ColumnLike]
 
 
 def column_values(col: Any) -> Sequence[Any] | np.ndarray:
@@ -47,10 +52,10 @@ def column_values(col: Any) -> Sequence[Any] | np.ndarray:
         return lookup[np.where(codes >= 0, codes, len(col.dictionary))]
     if kind == "empty":
         return [None] * len(col)
-    return col  # type: ignore[no-any-return]
+    return col
 
 
-def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) -> np.ndarray:
+def positive_indicator(values: ColumnLike, positive_class: str) -> np.ndarray:
     """1.0 where the value is the positive class, 0.0 for another class, NaN
     when missing.  Strings are compared as strings (as the exporter codes
     classes); numbers by value when the positive class is a number, so a
@@ -59,7 +64,7 @@ def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) 
         pos_num: float | None = float(positive_class)
     except ValueError:
         pos_num = None
-    values = column_values(values)
+    raw = column_values(values)
 
     def one(v: Any) -> float:
         if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
@@ -68,10 +73,10 @@ def positive_indicator(values: Sequence[Any] | np.ndarray, positive_class: str) 
             return float(float(v) == pos_num)
         return float(str(v) == positive_class)
 
-    return np.fromiter((one(v) for v in values), dtype=np.float64, count=len(values))
+    return np.fromiter((one(v) for v in raw), dtype=np.float64, count=len(raw))
 
 
-def scores_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+def scores_array(values: ColumnLike) -> np.ndarray:
     """Scores as float64, NaN for missing or non-finite."""
     s = to_float_array(column_values(values)).copy()
     s[~np.isfinite(s)] = math.nan
@@ -79,7 +84,7 @@ def scores_array(values: Sequence[Any] | np.ndarray) -> np.ndarray:
 
 
 def encode_features(profile: ReferenceProfile, names: Sequence[str],
-                    table: Mapping[str, Sequence[Any] | np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                    table: Columns) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Numerical values (NaN missing) and category slot codes (-1 missing),
     exactly as the monitor stores them in its windows."""
     num: dict[str, np.ndarray] = {}
@@ -98,7 +103,7 @@ def encode_features(profile: ReferenceProfile, names: Sequence[str],
     return num, codes
 
 
-def fit_sections(profile: ReferenceProfile, table: Mapping[str, Sequence[Any] | np.ndarray], model: ModelConfig) -> None:
+def fit_sections(profile: ReferenceProfile, table: Columns, model: ModelConfig) -> None:
     """Fit the enabled estimators on the reference ``table`` and store them in
     ``profile``.  Raises ``ValueError`` naming the missing column or the
     reason the reference cannot be used."""

@@ -394,7 +394,7 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
-class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _QuietLogger(logging.LoggerAdapter):
     """aiohttp logs every refused request with a traceback; the proxy counts them instead."""
 
     def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
