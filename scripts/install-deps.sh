@@ -5,7 +5,9 @@
 # blackbox_exporter (the system dashboard's test; `modelmon stack` starts them
 # too), VictoriaMetrics (victoria-metrics, vmagent, vmalert: the scale-out
 # test) and kubernetes-client (kubectl, only used to render deploy/kubernetes
-# with `kubectl kustomize`).  Idempotent and quiet when everything is already there.
+# with `kubectl kustomize`); the test extra brings pytest and the lint tools
+# (ruff, mypy and the stub packages mypy needs).  Idempotent and quiet when
+# everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

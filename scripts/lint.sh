@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Lint and type checks: ruff (rules in pyproject.toml [tool.ruff]) on the
-# Python code, mypy (pyproject.toml [tool.mypy]) on the package.  Prints the
-# findings, then a count per file, and exits 1 when either tool found anything.
+# Lint and type checks: ruff (rules in pyproject.toml [tool.ruff]) on every
+# Python file of the repository, mypy (pyproject.toml [tool.mypy]) on the
+# package.  Prints the findings, then a count per file, and exits 1 when either
+# tool found anything.  .ci/run runs it before the tests.  The tools come with
+# the test extra (pip install -e '.[test]', or scripts/install-deps.sh).
 #   scripts/lint.sh            check
 #   scripts/lint.sh --fix      let ruff fix what it safely can first
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-PATHS=(exporter tests bench grafana deploy/kubernetes)
+PATHS=(.)  # ruff skips what .gitignore lists
+
+for tool in ruff mypy; do
+  if ! $PY -m "$tool" --version >/dev/null 2>&1; then
+    echo "lint: $tool is not installed for $PY: scripts/install-deps.sh (or pip install -e '.[test]')" >&2
+    exit 1
+  fi
+done
 
 if [ "${1:-}" = "--fix" ]; then
   $PY -m ruff check --fix --quiet "${PATHS[@]}" || true
