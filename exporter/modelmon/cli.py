@@ -17,7 +17,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import Config, ConfigError, default_config, load_config
+from .config import PROTOCOLS, Config, ConfigError, default_config, load_config
 from .log import LEVELS, setup_logging
 
 log = logging.getLogger("modelmon")
@@ -70,11 +70,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sim.rate = args.rate
         if args.seed is not None:
             sim.seed = args.seed
-        if args.proxy_listen_address is not None or args.proxy_upstream is not None:
+        if args.proxy_listen_address is not None or args.proxy_upstream is not None or args.proxy_protocol:
             from .sources.proxy import validate_proxy_config
 
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+            cfg.proxy.protocol = args.proxy_protocol or cfg.proxy.protocol
             validate_proxy_config(cfg)
         if args.web_config_file:
             from pathlib import Path
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also run the reverse proxy here (overrides proxy.listen_address)")
     serve.add_argument("--proxy.upstream", dest="proxy_upstream", metavar="URL",
                        help="the model server the proxy forwards to (overrides proxy.upstream)")
+    serve.add_argument("--proxy.protocol", dest="proxy_protocol", choices=PROTOCOLS,
+                       help="how the proxy reads bodies: json (proxy.features paths, the default), kserve-v1, "
+                            "oip-v2 (Open Inference Protocol: Triton, MLServer, Seldon, KServe v2) "
+                            "(overrides proxy.protocol)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
     serve.set_defaults(func=cmd_serve)
 

@@ -7,6 +7,7 @@
     modelmon_proxy_extraction_failures_total{model="fraud"} 0
     modelmon_proxy_dropped_events_total{model="fraud"} 0
     modelmon_proxy_responses_total{model="fraud",code="2xx"} 120000
+    modelmon_proxy_protocol_failures_total{model="fraud",protocol="oip-v2",reason="binary_unsupported"} 0
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..protocols import REASONS
 
 
 class IngestCollector:
@@ -63,5 +66,15 @@ class IngestCollector:
             )
             for code, n in sorted(dict(self.proxy.responses).items()):
                 responses.add_metric([self.proxy.model, code], n)
-            out += [failures, dropped, responses]
+            protocol = CounterMetricFamily(
+                "modelmon_proxy_protocol_failures",
+                "Proxied payloads the configured protocol (proxy.protocol) could not read, by reason; "
+                "the request was still served and recorded.",
+                labels=["model", "protocol", "reason"],
+            )
+            if self.proxy.extractor is not None:
+                for reason in REASONS:
+                    protocol.add_metric([self.proxy.model, self.proxy.cfg.protocol, reason],
+                                        self.proxy.protocol_failures.get(reason, 0))
+            out += [failures, dropped, responses, protocol]
         yield from out

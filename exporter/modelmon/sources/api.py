@@ -646,8 +646,8 @@ class IngestAPI:
     def _source(self, req: Request) -> str:
         return "client" if (req.headers.get(SOURCE_HEADER) or "").strip().lower() == "client" else "api"
 
-    def _guarded(self, req: Request, handle: Callable[[bytes, str], Response]) -> Response:
-        """Auth, load shedding, body limits; then ``handle(body, source)``."""
+    def guarded(self, req: Request, handle: Callable[[bytes, str], Response]) -> Response:
+        """Auth, load shedding, body limits; then ``handle(body, source)`` (also for other ingestion routes)."""
         source = self._source(req)
         if self._token is not None:
             given = req.headers.get("Authorization") or ""
@@ -699,7 +699,7 @@ class IngestAPI:
 
     # ------------------------------------------------------------ events
     def post_events(self, req: Request) -> Response:
-        return self._guarded(req, self._events)
+        return self.guarded(req, self._events)
 
     def _events(self, body: bytes, source: str) -> Response:
         try:
@@ -773,7 +773,7 @@ class IngestAPI:
 
     # ------------------------------------------------------------ labels
     def post_labels(self, req: Request) -> Response:
-        return self._guarded(req, self._labels)
+        return self.guarded(req, self._labels)
 
     def _convert_label(self, model: str, label: Any) -> Any:
         mcfg = self.pipeline.monitors[model].cfg
@@ -869,3 +869,12 @@ def install(exporter: Any) -> None:
         exporter.server.on_shed = lambda: exporter.pipeline.reject("api", "overloaded")
     exporter.ingest_api = api
     exporter.registry.register(IngestCollector(api, join, proxy))
+    if api is not None:
+        from ..collectors.cloudevents import CloudEventsCollector
+        from .cloudevents import CloudEventsSink
+
+        sink = CloudEventsSink(cfg, api)
+        sink.install(exporter.server)
+        sink.start()
+        exporter.closers.append(sink.stop)
+        exporter.registry.register(CloudEventsCollector(sink))

@@ -39,8 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..config import Config, ConfigError, ModelConfig
+from ..config import Config, ConfigError, ModelConfig, validate_protocol_mapping
 from ..pipeline import Pipeline
+from ..protocols import Mapping, ProtocolError, kserve_v1, oip_v2
 from .api import ItemError, _Builder, _loads, canonical_class
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,12 @@ def validate_proxy_config(cfg: Config) -> None:
     model = proxy_model(cfg)
     if model is None:
         raise ConfigError("required when several models are configured", field_path="proxy.model")
+    if p.protocol != "json":
+        validate_protocol_mapping(model, p.protocol, p.columns, p.features, p.prediction, p.score, "proxy")
+        if p.id:
+            raise ConfigError("only with protocol json (the protocols carry their own ids)", field_path="proxy.id")
+        return
+    validate_protocol_mapping(model, p.protocol, p.columns, p.features, p.prediction, p.score, "proxy")
     known = {f.name for f in model.features} | ({model.fairness.attribute} if model.fairness.attribute else set())
     for name, path in p.features.items():
         if name not in known:
@@ -279,6 +286,14 @@ class ProxySource:
         self.classification = self.model_cfg.task == "classification"
         self.parse_request = bool(self.features or self.id_path)
         self.parse_response = bool(self.prediction or self.score)
+        #: With a protocol (kserve-v1, oip-v2) its module reads the bodies instead of the dotted paths.
+        self.extractor = {"kserve-v1": kserve_v1.extract, "oip-v2": oip_v2.extract}.get(self.cfg.protocol)
+        self.mapping = protocol_mapping(self.model_cfg, self.cfg.columns, self.cfg.features,
+                                        self.cfg.prediction, self.cfg.score)
+        #: Payloads a protocol could not read, by reason (the request itself was proxied).
+        self.protocol_failures: dict[str, int] = {}
+        if self.extractor is not None:
+            self.parse_request = self.parse_response = True
         self.extraction_failures = 0
         self.dropped = 0
         #: Responses by status class (``2xx``..``5xx``, ``502``/``504`` included in 5xx).
@@ -362,8 +377,9 @@ class ProxySource:
         return self.flush()
 
     def build_events(self, t0: float, latency: float, error: str | None, req_headers: Any, req_body: bytes | None,
-                     req_json_ok: bool, resp_headers: list[tuple[str, str]], resp_body: bytes | None) -> list[dict[str, Any]]:
-        """The events of one proxied request (one unless ``[*]`` paths say otherwise)."""
+                     req_json_ok: bool, resp_headers: list[tuple[str, str]], resp_body: bytes | None,
+                     status: int | None = None) -> list[dict[str, Any]]:
+        """The events of one proxied request (one unless ``[*]`` paths or a batch say otherwise)."""
         base: dict[str, Any] = {"model": self.model, "timestamp": t0, "latency_seconds": latency}
         if error:
             base["error"] = error
@@ -378,6 +394,9 @@ class ProxySource:
         header_id = req_headers.get(self.cfg.id_header) if self.cfg.id_header else None
         if header_id:
             base["id"] = header_id[:256]
+        if self.extractor is not None:
+            return self._protocol_events(base, req_headers, req_body if req_json_ok else None, resp_headers,
+                                         resp_body if not error else None, status)
         if not (self.parse_request or self.parse_response):
             return [base]
         try:
@@ -413,6 +432,27 @@ class ProxySource:
             events.append(ev)
         return events
 
+    def _protocol_events(self, base: dict[str, Any], req_headers: Any, req_body: bytes | None,
+                         resp_headers: list[tuple[str, str]], resp_body: bytes | None,
+                         status: int | None) -> list[dict[str, Any]]:
+        assert self.extractor is not None
+        resp_json_length = None
+        for k, v in resp_headers:
+            if k.lower() == BINARY_HEADER:
+                resp_json_length = _int_or_none(v)
+        req_json_length = _int_or_none(req_headers.get(BINARY_HEADER)) if req_headers.get(BINARY_HEADER) else None
+        try:
+            events, problems = self.extractor(self.mapping, req_body, resp_body, base, status=status,
+                                              request_json_length=req_json_length,
+                                              response_json_length=resp_json_length)
+        except ProtocolError as exc:  # never lose the request's record
+            events, problems = [base], [exc]
+        if problems:
+            with self._qlock:
+                for p in problems:
+                    self.protocol_failures[p.reason] = self.protocol_failures.get(p.reason, 0) + 1
+        return events or [base]
+
     def _extract(self, req_body: bytes | None, resp_body: bytes | None) -> dict[str, Any]:
         cols: dict[str, Any] = {}
         if self.parse_request and req_body:
@@ -443,6 +483,27 @@ class ProxySource:
             return v if type(v) in (int, float) and math.isfinite(v) else None
         except ItemError:
             return None
+
+
+def protocol_mapping(model: ModelConfig, columns: list[str], features: dict[str, str], prediction: str,
+                     score: str) -> Mapping:
+    """A protocol module's view of a model and its configured selectors."""
+    return Mapping(
+        model=model.name, feature_types={f.name: f.type for f in model.features},
+        classification=model.task == "classification", positive_class=model.positive_class,
+        columns=tuple(columns), features=dict(features), prediction=prediction, score=score,
+    )
+
+
+#: Triton's binary tensor extension: the length of the JSON part of a body.
+BINARY_HEADER = "inference-header-content-length"
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -605,7 +666,8 @@ def _handler_for(proxy: ProxySource) -> type[BaseHTTPRequestHandler]:
             parse = resp_body if (resp_body is not None and proxy.parse_response and _is_json(resp.headers)) else None
             if parse is None and resp_body is not None and proxy.parse_response and resp_body[:1] in (b"{", b"["):
                 parse = resp_body
-            events = proxy.build_events(t0, latency, error, self.headers, req_body, req_json_ok, resp_headers, parse)
+            events = proxy.build_events(t0, latency, error, self.headers, req_body, req_json_ok, resp_headers, parse,
+                                        status=status)
             proxy.record(events, f"{status // 100}xx" if 100 <= status < 600 else "5xx")
 
         def _head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:

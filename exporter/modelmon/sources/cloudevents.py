@@ -1,0 +1,160 @@
+"""The KServe payload-logger sink: ``POST /api/v1/cloudevents``.
+
+Point an InferenceService's ``logger.url`` here.  Each CloudEvent is parsed
+(:mod:`modelmon.protocols.cloudevents`), its InferenceService mapped to a
+configured model (``cloudevents.services``, else the model of the same name),
+and held in a join buffer until its partner arrives; the joined exchange
+becomes one event item per batched row and goes through the ingestion API's
+validation as ``source="cloudevents"``.  A half whose partner does not come
+within ``cloudevents.join_horizon`` is used alone (a background thread sweeps
+the buffer every second) and counted.
+
+Answers: 200 (taken: joined, or held for its partner), 400 for a body that is
+not a KServe inference CloudEvent, 404 for an InferenceService that maps to
+no model, plus the ingestion API's own 401 / 413 / 415 / 429 / 503.  The
+logger does not retry, so a refusal is final: every one is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from ..config import CloudEventsServiceConfig, Config, cloudevents_model
+from ..protocols import Mapping, ProtocolError
+from ..protocols import cloudevents as ce
+from ..web import Request, Response, json_error
+from .proxy import protocol_mapping
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/v1/cloudevents"
+SOURCE = "cloudevents"
+SWEEP_INTERVAL = 1.0
+#: Values of the ``reason`` label of ``modelmon_cloudevents_refused_total``.
+REFUSED_REASONS = ("malformed", "unknown_model", "unknown_protocol", "shape_mismatch", "unsupported_datatype",
+                   "unsupported_shape", "binary_unsupported")
+
+
+class _Target:
+    """A model fed by one InferenceService: its protocol mapping and endpoint -> version map."""
+
+    def __init__(self, mapping: Mapping, endpoints: dict[str, str]):
+        self.mapping = mapping
+        self.endpoints = endpoints
+
+
+class CloudEventsSink:
+    """Joins logged requests and responses and hands their events to the ingestion API."""
+
+    def __init__(self, cfg: Config, api: Any, clock: Any = time.monotonic):
+        self.cfg = cfg.cloudevents
+        self.api = api
+        self.pipeline = api.pipeline
+        self.buffer = ce.JoinBuffer(self.cfg.join_horizon_seconds, self.cfg.max_pending, self.cfg.max_pending_bytes,
+                                    clock=clock)
+        self._targets: dict[tuple[str, str], _Target] = {}
+        for svc in self.cfg.services:
+            model = cloudevents_model(cfg, svc)
+            assert model is not None  # checked by the config loader
+            self._targets[(svc.inference_service, svc.namespace)] = self._target(model, svc)
+        for model in cfg.models:
+            key = (model.name, "")
+            if key not in self._targets:
+                self._targets[key] = self._target(model, CloudEventsServiceConfig(inference_service=model.name))
+        self._lock = threading.Lock()
+        #: CloudEvents received, by ``request`` / ``response``.
+        self.received = {"request": 0, "response": 0}
+        #: Exchanges used without their other half (expired or pushed out), by the half that came.
+        self.unpaired = {"request": 0, "response": 0}
+        self.refused = {r: 0 for r in REFUSED_REASONS}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _target(model: Any, svc: CloudEventsServiceConfig) -> _Target:
+        return _Target(protocol_mapping(model, svc.columns, svc.features, svc.prediction, svc.score),
+                       dict(svc.endpoints))
+
+    # ------------------------------------------------------------ lifecycle
+    def install(self, server: Any) -> None:
+        server.add_route("POST", PATH, self.post)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._sweeper, name="modelmon-cloudevents", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._use(self.buffer.drain())
+
+    def _sweeper(self) -> None:
+        while not self._stop.wait(SWEEP_INTERVAL):
+            try:
+                self.sweep()
+            except Exception:  # keep sweeping: one bad exchange must not stop the sink
+                log.exception("cloudevents sweep failed")
+
+    def sweep(self) -> int:
+        """Use the halves whose partner did not come in time; returns how many events were accepted."""
+        return self._use(self.buffer.expired())
+
+    # ------------------------------------------------------------ HTTP
+    def post(self, req: Request) -> Response:
+        return self.api.guarded(req, lambda body, _source: self._handle(dict(req.headers.items()), body))
+
+    def target(self, ev: ce.CloudEvent) -> _Target | None:
+        return self._targets.get((ev.inference_service, ev.namespace)) or self._targets.get((ev.inference_service, ""))
+
+    def _refuse(self, reason: str, status: int, message: str) -> Response:
+        with self._lock:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+        return json_error(status, message)
+
+    def _handle(self, headers: dict[str, str], body: bytes) -> Response:
+        try:
+            ev = ce.parse(headers, body)
+        except ProtocolError as exc:
+            return self._refuse(exc.reason, 400, str(exc))
+        if self.target(ev) is None:
+            name = ev.inference_service[:64]
+            return self._refuse("unknown_model", 404, f"InferenceService {name!r} maps to no configured model "
+                                "(add it to cloudevents.services or name a model like it)")
+        with self._lock:
+            self.received[ev.kind] += 1
+        exchange = self.buffer.add(ev)
+        accepted = self._use([exchange] if exchange is not None else [])
+        accepted += self.sweep()
+        return Response(200, {"accepted": accepted, "joined": exchange is not None})
+
+    def _use(self, exchanges: list[ce.Exchange]) -> int:
+        """Events of these exchanges into the pipeline (via the ingestion API's validation)."""
+        items: list[dict[str, Any]] = []
+        for ex in exchanges:
+            if ex.request is None or ex.response is None:
+                with self._lock:
+                    self.unpaired[ex.first.kind] += 1
+            target = self.target(ex.first)
+            if target is None:
+                continue
+            try:
+                events, problems = ce.exchange_events(target.mapping, ex, target.endpoints)
+            except ProtocolError as exc:
+                events, problems = [], [exc]
+            for p in problems:
+                with self._lock:
+                    self.refused[p.reason] = self.refused.get(p.reason, 0) + 1
+            items += events
+        if not items:
+            return 0
+        res = self.api.ingest(items, SOURCE)
+        counts: dict[str, int] = {}
+        for _, reason, _ in res.rejected:
+            counts[reason] = counts.get(reason, 0) + 1
+        for reason, n in counts.items():
+            self.pipeline.reject(SOURCE, reason, n)
+        return int(res.accepted)
