@@ -230,7 +230,7 @@ class ModelConfig:
     #: Bounded set of versions exported as label values (empty = any, capped by max_versions).
     max_versions: int = field(default=10, metadata=_check(_positive, "must be > 0"))
     #: Bounded error reasons; others are counted as ``other``.
-    error_reasons: list[str] = field(default_factory=lambda: ["error", "timeout", "upstream"])
+    error_reasons: list[str] = field(default_factory=lambda: ["error", "timeout", "upstream", "invalid_request"])
     features: list[FeatureConfig] = field(default_factory=list)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)

@@ -20,6 +20,7 @@ that cannot be used raises :class:`ProtocolError` with a reason from
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,3 +135,19 @@ def build_events(mapping: Mapping, features: dict[str, list[Any]], predictions: 
             ev["probabilities"] = probabilities[i]
         events.append(ev)
     return events
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes | None:
+    """``body`` decoded per its ``Content-Encoding`` (gzip, deflate), or ``None``
+    when the encoding is another or the decoded body would exceed ``limit`` bytes."""
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        return None
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc != "deflate" else zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    return None if len(out) > limit or d.unconsumed_tail else out

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from ..config import Config, ConfigError, ModelConfig, validate_protocol_mapping
 from ..pipeline import Pipeline
-from ..protocols import Mapping, ProtocolError, kserve_v1, oip_v2
+from ..protocols import Mapping, ProtocolError, decompress, kserve_v1, oip_v2
 from .api import ItemError, _Builder, _loads, canonical_class
 
 log = logging.getLogger(__name__)
@@ -447,6 +447,9 @@ class ProxySource:
                                               response_json_length=resp_json_length)
         except ProtocolError as exc:  # never lose the request's record
             events, problems = [base], [exc]
+        except Exception:  # a decoding bug must not cost the client its answer or the request its record
+            log.exception("protocol extraction failed", extra={"protocol": self.cfg.protocol})
+            events, problems = [base], [ProtocolError("malformed", "extraction failed")]
         if problems:
             with self._qlock:
                 for p in problems:
@@ -663,6 +666,9 @@ def _handler_for(proxy: ProxySource) -> type[BaseHTTPRequestHandler]:
                 else:
                     pool.put(conn)
             latency = time.perf_counter() - start
+            if resp_body is not None and proxy.parse_response:
+                # A compressed answer (MLServer gzips large ones) is read decoded; the client gets it as it came.
+                resp_body = decompress(resp_body, resp.getheader("Content-Encoding"), proxy.cfg.max_parse_bytes)
             parse = resp_body if (resp_body is not None and proxy.parse_response and _is_json(resp.headers)) else None
             if parse is None and resp_body is not None and proxy.parse_response and resp_body[:1] in (b"{", b"["):
                 parse = resp_body
