@@ -32,7 +32,7 @@ if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
-if ! $PY -c "import modelmon, pytest, bcrypt, jsonschema, sklearn" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
+if ! $PY -c "import modelmon, pytest, bcrypt, jsonschema, aiohttp, msgspec, sklearn" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
   echo "install-deps: installing modelmon with test extras" >&2
   $PY -m pip install -q --disable-pip-version-check -e ".[test]"
 fi

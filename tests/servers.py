@@ -25,8 +25,13 @@ from typing import Any, Callable
 
 import pytest
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+#: Seconds each exporter subprocess waits before starting (unset: none), e.g.
+#: ``MODELMON_TEST_EXPORTER_START_DELAY=6 pytest -m e2e`` to check that tests
+#: wait for readiness instead of relying on a quick start.
+START_DELAY_ENV = "MODELMON_TEST_EXPORTER_START_DELAY"
 INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (or run scripts/setup.sh)"
 
 
@@ -130,6 +135,9 @@ class ExporterServer(HttpServer):
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
         cmd = [sys.executable, "-m", "modelmon", "serve", f"--web.listen-address={self.address}", *args]
+        if delay := os.environ.get(START_DELAY_ENV):
+            # A slow start on demand, to reproduce a busy machine (same PID after exec).
+            cmd = ["sh", "-c", f'sleep {float(delay):g}; exec "$@"', "sh", *cmd]
         self.process = ServerProcess(f"modelmon-{self.port}", cmd, workdir, env)
         self.wait_ready("/-/ready")
 
@@ -147,22 +155,39 @@ class PrometheusServer(HttpServer):
         self.dir.mkdir(parents=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg_path = self.dir / "prometheus.yml"
-        if isinstance(config, dict):
-            config = dict(config)
-            if rule_files:
-                config["rule_files"] = [str(p) for p in rule_files]
-            import yaml
-
-            config = yaml.safe_dump(config, sort_keys=False)
-        cfg_path.write_text(config)
+        self.config_path = self.dir / "prometheus.yml"
+        self.config = config
+        self._write_config(rule_files)
         cmd = [
-            binary, f"--config.file={cfg_path}", f"--web.listen-address=127.0.0.1:{self.port}",
+            binary, f"--config.file={self.config_path}", f"--web.listen-address=127.0.0.1:{self.port}",
             f"--storage.tsdb.path={self.dir / 'data'}", "--web.enable-lifecycle", "--log.level=warn",
             *(extra_args or []),
         ]
         self.process = ServerProcess(f"prometheus-{self.port}", cmd, self.dir)
         self.wait_ready("/-/ready")
+
+    def _write_config(self, rule_files: list[Path] | None) -> None:
+        config = self.config
+        if isinstance(config, dict):
+            config = dict(config)
+            if rule_files:
+                config["rule_files"] = [str(p) for p in rule_files]
+            config = yaml.safe_dump(config, sort_keys=False)
+        elif rule_files:
+            raise ValueError("rule_files need a config given as a dict")
+        self.config_path.write_text(config)
+
+    def load_rules(self, rule_files: list[Path]) -> None:
+        """Rewrite the config with ``rule_files`` and reload it (scrapes go on
+        untouched: the scrape config is unchanged).  Rule evaluation starts
+        from here, so a test can start Prometheus scraping before its targets
+        listen and only evaluate rules once every target is up."""
+        self._write_config(rule_files)
+        r = requests.post(self.url + "/-/reload", timeout=30)
+        assert r.status_code == 200, f"Prometheus reload failed: {r.status_code} {r.text}\n{self.process.log_tail()}"
+        expected = sum(len(yaml.safe_load(p.read_text())["groups"]) for p in rule_files)
+        groups = self.api("rules")["groups"]
+        assert len(groups) == expected, f"{len(groups)} rule groups loaded, expected {expected}"
 
     def api(self, path: str, **params: Any) -> Any:
         r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)

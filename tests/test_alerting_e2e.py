@@ -9,6 +9,9 @@ of the bundle changes only timings: 1 s scrape and evaluation, every alert's
 ``for:`` shortened to 3 s, Alertmanager's group_wait / group_interval 1 s, and
 the webhook URL (given through MODELMON_WEBHOOK_URL, as compose does).  The
 rule expressions, routes, inhibitions and templates are the bundle's own.
+Prometheus scrapes from before the exporters listen but evaluates the rules
+only once every exporter is up: with a 3 s ``for:``, a slow start would
+otherwise page ModelmonExporterDown.
 
 Because the rules keep their 5-minute windows, a young exporter's window holds
 everything since its start: an anomaly shows once it is a large enough share
@@ -32,8 +35,13 @@ import yaml
 from servers import REPO, WebhookReceiver, free_port, wait_until
 from test_alerting_alertmanager import test_config_for_tests as alertmanager_test_config
 
+pytestmark = pytest.mark.e2e
+
 RULES = REPO / "prometheus" / "rules"
 TEST_FOR = "3s"
+#: Rules must be evaluating by this many seconds after each exporter's start:
+#: the accuracy condition holds from t = 12 s to 24 s (below), less TEST_FOR.
+RULES_LOADED_BY = 18.0
 
 #: model -> (scenario, anomaly after, anomaly duration or None), in seconds.
 #: Window arithmetic (t = seconds since the exporter started; the 5m windows
@@ -101,6 +109,12 @@ def simulator_started_at(log_path: Path) -> float:
         return None
 
     return wait_until(find, 10, what=f"'simulator started' in {log_path}")
+
+
+def first_up_sample(prom: Any) -> dict[str, float]:
+    """instance -> timestamp of Prometheus' first successful scrape of it."""
+    series = prom.api("query", query='up{job="modelmon"}[5m]')["result"]
+    return {s["metric"]["instance"]: min(float(t) for t, v in s["values"] if v == "1") for s in series}
 
 
 def first_delivery(webhook: WebhookReceiver, status: str, **labels: str) -> tuple[float, dict[str, Any], dict[str, Any]] | None:
@@ -220,13 +234,28 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
     # Prometheus first, already polling the exporters' ports: each exporter is
     # scraped within a second of its start, so no short anomaly can happen
     # before Prometheus's first sample (it would then never show in increase()).
-    prom = servers.prometheus(prometheus_test_config([f"127.0.0.1:{p}" for p in ports], am.url.removeprefix("http://")),
-                              bundle_rules_test_copy(tmp_path))
+    # It starts without rules: until an exporter listens it is `up == 0`, which
+    # on a busy machine lasts longer than the test's 3 s `for:`.  The rules are
+    # loaded once every target is up, so every alert below comes from a fleet
+    # that is fully up, and none may be blamed on start-up.
+    prom = servers.prometheus(prometheus_test_config([f"127.0.0.1:{p}" for p in ports], am.url.removeprefix("http://")))
     with ThreadPoolExecutor(len(jobs)) as pool:
         exporters = list(pool.map(lambda jp: start(*jp[0], port=jp[1]), zip(jobs, ports)))
     by_model = {j[0]: e for j, e in zip(jobs, exporters) if j[0] != "fleet"}
     started = {m: simulator_started_at(e.process.log_path) for m, e in by_model.items()}
-    prom.wait_targets_up(len(exporters), timeout=30)
+    prom.wait_for('count(up{job="modelmon"} == 1)', timeout=30, check=lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exporters))
+    prom.load_rules(bundle_rules_test_copy(tmp_path))
+    rules_loaded = time.time()
+    # Each anomaly began after its exporter's first scrape (its counters'
+    # baseline), and each scenario's alert condition lasts past the rules' load.
+    first_up = first_up_sample(prom)
+    for model, e in by_model.items():
+        after = SCENARIOS[model][1]
+        if after > 0:
+            assert first_up[e.address] < started[model] + after, \
+                f"{model}: first scrape {first_up[e.address] - started[model]:.1f}s after its start, after its anomaly ({after:g}s)"
+        assert rules_loaded - started[model] < RULES_LOADED_BY, \
+            f"rules loaded {rules_loaded - started[model]:.1f}s after {model} started; its alert may come and go before"
 
     expected_firing = {
         "latency": dict(alertname="ModelmonHighLatencyP95", model="latency", severity="warning"),
@@ -242,7 +271,7 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
 
     def done() -> bool:
         nonlocal fleet
-        if not fleet and time.time() - started["normal"] > 25:
+        if not fleet and time.time() - started["normal"] > 25 and time.time() - rules_loaded > 10:
             fleet = check_fleet_psi(prom)
         return bool(fleet) and all(first_delivery(webhook, "firing", **l) for l in expected_firing.values()) and all(
             first_delivery(webhook, "resolved", **expected_firing[k]) for k in expected_resolved)
@@ -311,7 +340,8 @@ def test_scenarios_fire_route_and_resolve_end_to_end(servers: Any, tmp_path: Pat
                 (feature, fleet[feature])
     assert any(abs(a - b) > 0.1 for _, _, a, b in fleet.values())
 
-    report = {"anomaly_to_webhook": timings,
+    report = {"rules_loaded_after_start_s": {m: round(rules_loaded - t, 1) for m, t in sorted(started.items())},
+              "anomaly_to_webhook": timings,
               "fleet_psi (prometheus, numpy on the union, replica 1 alone, replica 2 alone)":
                   {f: tuple(round(x, 4) for x in v) for f, v in sorted(fleet.items())}}
     print("\nalerting e2e:", json.dumps(report, indent=1))

@@ -15,7 +15,7 @@ import pytest
 from modelmon.config import FeatureConfig, ModelConfig
 from modelmon.protocols import Mapping, ProtocolError, kserve_v1, oip_v2
 from modelmon.protocols import cloudevents as ce
-from modelmon.sources.api import _Builder
+from modelmon.ingest import ItemValidator
 
 MODEL = ModelConfig(name="m", features=[FeatureConfig("a"), FeatureConfig("b"), FeatureConfig("colour", type="categorical")])
 MAP = Mapping(model="m", feature_types={"a": "numerical", "b": "numerical", "colour": "categorical"})
@@ -23,10 +23,10 @@ MAP = Mapping(model="m", feature_types={"a": "numerical", "b": "numerical", "col
 
 def accepted(events: list[dict[str, Any]], model: ModelConfig = MODEL) -> Any:
     """Validate events as the ingestion API does; returns the resulting batch."""
-    b = _Builder(model, "api")
+    v = ItemValidator(model, "api", unknown_feature="reject")
     for ev in events:
-        b.add(ev, 1000.0, True)
-    return b.batch()
+        v.add(ev, 1000.0)
+    return v.batch()
 
 
 def js(doc: Any) -> bytes:

@@ -105,7 +105,9 @@ class CloudEventsSink:
 
     # ------------------------------------------------------------ HTTP
     def post(self, req: Request) -> Response:
-        return self.api.guarded(req, lambda body, _source: self._handle(dict(req.headers.items()), body))
+        # The API's guard: token, load shedding, body size and Content-Encoding; the body itself is the
+        # logged payload (any bytes, Triton's binary extension included), read here.
+        return self.api.guarded(req, lambda body, _source: self._handle(dict(req.headers.items()), body.data))
 
     def target(self, ev: ce.CloudEvent) -> _Target | None:
         return self._targets.get((ev.inference_service, ev.namespace)) or self._targets.get((ev.inference_service, ""))
@@ -151,10 +153,12 @@ class CloudEventsSink:
             items += events
         if not items:
             return 0
-        res = self.api.ingest(items, SOURCE)
+        res = self.api.validator.validate_items(items, SOURCE)
+        for batch in res.batches:
+            self.pipeline.submit(batch)
         counts: dict[str, int] = {}
-        for _, reason, _ in res.rejected:
-            counts[reason] = counts.get(reason, 0) + 1
+        for r in res.rejected:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
         for reason, n in counts.items():
             self.pipeline.reject(SOURCE, reason, n)
         return int(res.accepted)

@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 
 from ..config import Config, ConfigError, ModelConfig, validate_protocol_mapping
 from ..pipeline import Pipeline
+from ..ingest import ItemError, ItemValidator, canonical_class, loads
 from ..protocols import Mapping, ProtocolError, decompress, kserve_v1, oip_v2
-from .api import ItemError, _Builder, _loads, canonical_class
 
 log = logging.getLogger(__name__)
 
@@ -358,14 +358,14 @@ class ProxySource:
             events, self._queue = self._queue, deque()
         if not events:
             return 0
-        b = _Builder(self.model_cfg, "proxy")
+        b = ItemValidator(self.model_cfg, "proxy")
         now = time.time()
         for ev in events:
             try:
-                b.add(ev, now, False)
+                b.add(ev, now)
             except ItemError:  # a value the extraction let through: keep the serving part
                 self._count_failure()
-                b.add({k: ev[k] for k in ("model", "version", "timestamp", "latency_seconds", "error") if k in ev}, now, False)
+                b.add({k: ev[k] for k in ("model", "version", "timestamp", "latency_seconds", "error") if k in ev}, now)
         self.pipeline.submit(b.batch())
         return len(b)
 
@@ -459,13 +459,13 @@ class ProxySource:
     def _extract(self, req_body: bytes | None, resp_body: bytes | None) -> dict[str, Any]:
         cols: dict[str, Any] = {}
         if self.parse_request and req_body:
-            doc = _loads(req_body)
+            doc = loads(req_body)
             for name, path in self.features.items():
                 cols[name] = path.extract(doc)
             if self.id_path is not None:
                 cols["__id"] = self.id_path.extract(doc)
         if self.parse_response and resp_body:
-            doc = _loads(resp_body)
+            doc = loads(resp_body)
             if self.prediction is not None:
                 cols["__prediction"] = self.prediction.extract(doc)
             if self.score is not None:

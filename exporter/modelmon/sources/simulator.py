@@ -37,6 +37,7 @@ import numpy as np
 from ..config import FeatureConfig, FairnessConfig, ModelConfig, SimulatorConfig
 from ..drift.reference import ReferenceProfile, build_profile
 from ..events import EventBatch
+from ..ingest import ItemError, check_label
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,11 @@ class Simulator:
     def __init__(self, cfg: SimulatorConfig, submit: Callable[[EventBatch], None], clock: Callable[[], float] = time.time):
         if cfg.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {cfg.scenario!r} (known: {', '.join(SCENARIOS)})")
+        try:  # the strings this source turns into label values follow the ingest schema's rule
+            for name, value in (("model", cfg.model), ("version", MODEL_VERSION)):
+                check_label(value, f"simulator.{name}")
+        except ItemError as exc:
+            raise ValueError(str(exc)) from None
         self.cfg = cfg
         self.submit = submit
         self.clock = clock

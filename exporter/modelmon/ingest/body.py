@@ -1,0 +1,199 @@
+"""Request bodies: content encodings, JSON array / single object / NDJSON, limits.
+
+:func:`decode_items` undoes ``Content-Encoding`` (``gzip``, ``deflate``,
+``identity``) without ever holding more than ``limits.max_bytes`` decoded
+bytes (a decompression bomb is a :class:`BodyTooLarge`), and recognises the
+body's form.  It does not parse the JSON yet: :meth:`DecodedBody.json_array`
+gives the whole body as one JSON array text for a typed decoder to read in
+one pass, and :meth:`DecodedBody.items` parses item by item when that fails,
+so that one bad NDJSON line, or one item nested deeper than
+``limits.max_depth``, is a :class:`Malformed` entry while its neighbours are
+kept.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+#: Nesting allowed inside one item (an event needs 3: the object, ``features``/``attributes``, a value).
+DEFAULT_MAX_DEPTH = 32
+
+
+class BodyError(ValueError):
+    """The body as a whole cannot be read (answered with one 400, counted as ``malformed``)."""
+
+
+class UnsupportedEncoding(BodyError):
+    """A ``Content-Encoding`` other than gzip, deflate or identity (415)."""
+
+    def __init__(self, encoding: str):
+        super().__init__(f"unsupported Content-Encoding {encoding} (use gzip, deflate or none)")
+        self.encoding = encoding
+
+
+class BodyTooLarge(BodyError):
+    """The decoded body exceeds the limit (413, counted as ``body_too_large``)."""
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """Bounds on one request body."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """An item that is not readable JSON (an NDJSON line, or one too deeply nested)."""
+
+    message: str
+
+
+_generic = msgspec.json.Decoder()
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON text to Python values, msgspec first; the standard library when msgspec
+    refuses, so NaN / Infinity literals and 1e999 become values the item checks
+    refuse as ``non_finite`` (and lone surrogates values refused by the label rule).
+
+    Raises ``ValueError`` for text that is not JSON and ``RecursionError`` for
+    nesting beyond the interpreter's limit.
+    """
+    try:
+        return _generic.decode(data)
+    except msgspec.DecodeError:
+        pass
+    return json.loads(data)
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects more than ``limit`` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if type(v) is dict:
+            children = v.values()
+        elif type(v) is list:
+            children = v
+        else:
+            continue
+        if d > limit:
+            return True
+        stack.extend((c, d + 1) for c in children if type(c) is dict or type(c) is list)
+    return False
+
+
+def _parse_one(text: bytes, limits: BodyLimits, where: str) -> Any:
+    try:
+        value = loads(text)
+    except RecursionError:
+        return Malformed(f"{where}nested deeper than {limits.max_depth} levels")
+    except ValueError as exc:
+        return Malformed(f"{where}invalid JSON: {exc}")
+    if json_depth_exceeds(value, limits.max_depth):
+        return Malformed(f"{where}nested deeper than {limits.max_depth} levels")
+    return value
+
+
+@dataclass
+class DecodedBody:
+    """A request body, decoded but not yet parsed: see the module docstring."""
+
+    #: The decoded body text.
+    data: bytes
+    #: ``"array"`` (one JSON array), ``"object"`` (one possibly pretty-printed object) or ``"ndjson"``.
+    form: str
+    limits: BodyLimits = field(default_factory=BodyLimits)
+    _lines: list[tuple[int, bytes]] | None = None
+    _items: list[Any] | None = None
+
+    def lines(self) -> list[tuple[int, bytes]]:
+        """NDJSON: (line number, text) of every non-blank line."""
+        if self._lines is None:
+            self._lines = [(n, line) for n, line in enumerate(self.data.split(b"\n"), start=1) if line.strip()]
+        return self._lines
+
+    def json_array(self) -> bytes:
+        """The body as one JSON array of its items (for a typed decoder's single pass)."""
+        if self.form == "array":
+            return self.data
+        if self.form == "object":
+            return b"[" + self.data + b"]"
+        return b"[" + b",".join(line for _, line in self.lines()) + b"]"
+
+    def items(self) -> list[Any]:
+        """Each item as Python values, or a :class:`Malformed` entry for one that cannot be read.
+
+        Raises :class:`BodyError` when the body as a whole is not JSON (a broken
+        array) or when no NDJSON line is.
+        """
+        if self._items is not None:
+            return self._items
+        limits = self.limits
+        if self.form == "array":
+            try:
+                items = loads(self.data)
+            except RecursionError:
+                raise BodyError(f"invalid JSON: nested deeper than {limits.max_depth} levels") from None
+            except ValueError as exc:
+                raise BodyError(f"invalid JSON: {exc}") from None
+            if not isinstance(items, list):
+                raise BodyError("expected a JSON array of objects or NDJSON")
+            out = [Malformed(f"item {i}: nested deeper than {limits.max_depth} levels")
+                   if json_depth_exceeds(v, limits.max_depth) else v for i, v in enumerate(items)]
+        elif self.form == "object":
+            out = [_parse_one(self.data, limits, "")]
+        else:
+            out = [_parse_one(line, limits, f"line {n}: ") for n, line in self.lines()]
+            if out and all(isinstance(i, Malformed) for i in out):
+                raise BodyError(f"expected a JSON array of objects or NDJSON ({out[0].message})")
+        self._items = out
+        return out
+
+
+def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip`` / ``deflate`` without ever holding more than ``limit`` bytes."""
+    encoding = (encoding or "").strip().lower()
+    if not encoding or encoding == "identity":
+        if len(raw) > limit:
+            raise BodyTooLarge(f"body larger than {limit} bytes")
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedEncoding(encoding)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise BodyError(f"invalid {encoding} body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise BodyTooLarge(f"decoded body larger than {limit} bytes")
+    return out
+
+
+def decode_items(body: bytes, encoding: str | None = None, limits: BodyLimits = BodyLimits()) -> DecodedBody:
+    """Decode a request body and recognise its form (JSON array, one object, NDJSON).
+
+    Raises :class:`UnsupportedEncoding`, :class:`BodyTooLarge` or :class:`BodyError`
+    (empty body, broken compression).
+    """
+    data = decompress(body, encoding, limits.max_bytes)
+    text = data.lstrip()
+    if not text:
+        raise BodyError("empty body: expected a JSON array of objects or NDJSON")
+    if text[:1] == b"[":
+        return DecodedBody(data, "array", limits)
+    if text[:1] == b"{":
+        try:  # one (possibly pretty-printed) object, or NDJSON of several
+            obj = loads(data)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict):
+            return DecodedBody(data, "object", limits)
+    return DecodedBody(data, "ndjson", limits)

@@ -1,0 +1,380 @@
+"""Item validation: JSON items to :class:`~modelmon.events.EventBatch` columns.
+
+Two ways to the same result.  The typed pass decodes the whole body against
+the configured models' msgspec structs (:mod:`.schema`) and turns them into
+columns with a few list comprehensions.  When any item does not fit, the body
+goes item by item through :meth:`ItemValidator.add`, which accepts every
+documented spelling and refuses each bad item on its own with a reason and a
+message naming the field, keeping the good ones.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgspec
+import numpy as np
+
+from ..config import ModelConfig
+from ..events import EventBatch
+from .body import DecodedBody, Malformed
+from .labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string
+from .schema import batch_decoder, event_struct
+from .values import (
+    canonical_class,
+    category,
+    finite_number,
+    regression_value,
+    timestamp,
+)
+
+#: Fields an event item may have.
+EVENT_FIELDS = frozenset({
+    "model", "version", "id", "timestamp", "features", "prediction", "score", "probabilities",
+    "latency_seconds", "error", "attributes", "label",
+})
+_FLOATISH = frozenset({float, int})
+
+
+class Rejection(NamedTuple):
+    """One refused item: its position in the body, a reason of ``REJECT_REASONS`` and a message naming the field."""
+
+    index: int
+    reason: str
+    message: str
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple]:
+    if len(names) == 1:
+        name = names[0]
+        return lambda d: (d[name],)
+    return operator.itemgetter(*names)
+
+
+def _attr_getter(names: list[str]) -> Callable[[Any], tuple]:
+    if len(names) == 1:
+        get = operator.attrgetter(names[0])
+        return lambda s: (get(s),)
+    return operator.attrgetter(*names)
+
+
+def _class_value(v: Any) -> Any:
+    if v is None or type(v) is str:
+        return v
+    if type(v) is bool:
+        return "1" if v else "0"
+    return str(v)
+
+
+class ItemValidator:
+    """Columns of one model's accepted events, filled item by item (:meth:`add`) or
+    from typed structs (:meth:`add_typed`); :meth:`batch` hands them over."""
+
+    def __init__(self, model: ModelConfig, source: str, unknown_feature: str = "ignore"):
+        self.model = model
+        self.source = source
+        self.reject_unknown = unknown_feature == "reject"
+        self.num_names = [f.name for f in model.features if f.type == "numerical"]
+        self.cat_names = [f.name for f in model.features if f.type == "categorical"]
+        self.names = frozenset(self.num_names) | frozenset(self.cat_names)
+        self.num_rows: list[tuple] = []
+        self.cat_rows: list[tuple] = []
+        self.timestamps: list[float] = []
+        self.versions: list[str] = []
+        self.ids: list[str | None] = []
+        self.latency: list[float | None] = []
+        self.errors: list[str | None] = []
+        self.predictions: list[Any] = []
+        self.scores: list[float | None] = []
+        self.labels: list[Any] = []
+        self.group_attr: list[str | None] = []
+        self.has_group = False
+        #: Feature values dropped because the feature is not configured (policy ``ignore``).
+        self.unknown_features = 0
+        self.classification = model.task == "classification"
+        self.attr = model.fairness.attribute
+        self.positive = model.positive_class
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    # ------------------------------------------------------------ item by item
+    def add(self, ev: dict, now: float) -> None:
+        """Validate one event and append it, or raise :class:`ItemError` leaving the validator as it was."""
+        if not ev.keys() <= EVENT_FIELDS:
+            bad = min(ev.keys() - EVENT_FIELDS)
+            raise ItemError("invalid_field", f"{bad}: unknown field (expected {', '.join(sorted(EVENT_FIELDS))})")
+        get = ev.get
+        version = get("version")
+        version = "" if version is None else label_string(version, "version")
+        id_ = get("id")
+        if id_ is not None:
+            id_ = label_string(id_, "id")
+        ts = timestamp(get("timestamp"), now)
+        lat = get("latency_seconds")
+        if lat is not None:
+            lat = finite_number(lat, "latency_seconds")
+            if lat < 0:
+                raise ItemError("invalid_field", "latency_seconds: must be >= 0")
+        err = get("error")
+        if err is not None:
+            if err is True:
+                err = "error"
+            elif err is False:
+                err = None
+            else:
+                err = label_string(err, "error")
+        if self.classification:
+            pred = canonical_class(get("prediction"), "prediction")
+            label = canonical_class(get("label"), "label")
+        else:
+            pred = regression_value(get("prediction"), "prediction")
+            label = regression_value(get("label"), "label")
+        score = get("score")
+        if score is not None:
+            score = finite_number(score, "score")
+        else:
+            probs = get("probabilities")
+            if probs is not None:
+                score = self._score_from(probs)
+        group = None
+        attrs = get("attributes")
+        if attrs is not None:
+            if type(attrs) is not dict:
+                raise ItemError("invalid_field", "attributes: must be an object")
+            if self.attr and self.attr in attrs:
+                group = category(attrs[self.attr], f"attributes.{self.attr}")
+        feats = get("features")
+        if feats is None:
+            num, cat = (None,) * len(self.num_names), (None,) * len(self.cat_names)
+            unknown = 0
+        elif type(feats) is not dict:
+            raise ItemError("invalid_field", "features: must be an object")
+        else:
+            num, cat, group, unknown = self._features(feats, group)
+        self.unknown_features += unknown
+        self.num_rows.append(num)
+        self.cat_rows.append(cat)
+        self.timestamps.append(ts)
+        self.versions.append(version)
+        self.ids.append(id_)
+        self.latency.append(lat)
+        self.errors.append(err)
+        self.predictions.append(pred)
+        self.scores.append(score)
+        self.labels.append(label)
+        self.group_attr.append(group)
+        if group is not None:
+            self.has_group = True
+
+    def _score_from(self, probs: Any) -> float | None:
+        if type(probs) is not dict:
+            raise ItemError("invalid_field", "probabilities: must be an object of class -> probability")
+        for k, v in probs.items():
+            finite_number(v, f"probabilities.{k}")
+        p = probs.get(self.positive)
+        return None if p is None else float(p)
+
+    def _features(self, feats: dict, group: str | None) -> tuple[tuple, tuple, str | None, int]:
+        """(numerical values, categorical values, group, unknown features) of one event."""
+        if feats.keys() == self.names:  # exactly the configured features, plain values
+            num = tuple(map(feats.__getitem__, self.num_names))
+            cat = tuple(map(feats.__getitem__, self.cat_names))
+            if set(map(type, num)) <= _FLOATISH and set(map(type, cat)) <= {str}:
+                try:
+                    total = sum(num)  # finite iff every value is (or a sum past 1e308: checked below)
+                except OverflowError:
+                    total = math.inf
+                if total - total == 0.0:
+                    for name, v in zip(self.cat_names, cat):
+                        check_label(v, f"features.{name}")
+                    if self.attr and group is None and self.attr in self.names:
+                        group = category(feats[self.attr], f"features.{self.attr}")
+                    return num, cat, group, 0
+        unknown = 0
+        for name, v in feats.items():  # name the first bad field
+            if name in self.names:
+                continue
+            if name == self.attr:  # the sensitive attribute may travel with the features
+                group = category(v, f"features.{name}")
+            elif self.reject_unknown:
+                raise ItemError("unknown_feature", f"features.{name}: not a feature of model {self.model.name!r}")
+            else:
+                unknown += 1
+        get = feats.get
+        num_vals = []
+        for name in self.num_names:
+            v = get(name)
+            if v is not None:
+                t = type(v)
+                if t is not float and t is not int:
+                    raise ItemError("invalid_field", f"features.{name}: must be a number or null")
+                v = finite_number(v, f"features.{name}")
+            num_vals.append(v)
+        cat_vals = [category(get(name), f"features.{name}") for name in self.cat_names]
+        if self.attr and group is None and self.attr in self.names:
+            group = category(get(self.attr), f"features.{self.attr}")
+        return tuple(num_vals), tuple(cat_vals), group, unknown
+
+    # ------------------------------------------------------------ typed structs
+    def add_typed(self, evs: list[Any], now: float) -> None:
+        """Append events already decoded into this model's struct (:func:`.schema.event_struct`)."""
+        if not evs:
+            return
+        n = len(evs)
+        self.versions += ["" if e.version is None else e.version for e in evs]
+        self.ids += [e.id for e in evs]
+        self.timestamps += [now if e.timestamp is None else e.timestamp for e in evs]
+        self.latency += [e.latency_seconds for e in evs]
+        self.errors += [(("error" if e.error else None) if type(e.error) is bool else e.error) for e in evs]
+        if self.classification:
+            self.predictions += [_class_value(e.prediction) for e in evs]
+            self.labels += [_class_value(e.label) for e in evs]
+        else:
+            self.predictions += [e.prediction for e in evs]
+            self.labels += [e.label for e in evs]
+        positive = self.positive
+        self.scores += [e.score if e.score is not None or e.probabilities is None else e.probabilities.get(positive)
+                        for e in evs]
+        feats = [e.features for e in evs]
+        if self.num_names:
+            get = _attr_getter(self.num_names)
+            empty = (None,) * len(self.num_names)
+            self.num_rows += [empty if f is None else get(f) for f in feats]
+        else:
+            self.num_rows += [()] * n
+        if self.cat_names:
+            get = _attr_getter(self.cat_names)
+            empty = (None,) * len(self.cat_names)
+            self.cat_rows += [empty if f is None else get(f) for f in feats]
+        else:
+            self.cat_rows += [()] * n
+        groups: list[str | None] = [None] * n
+        if self.attr:
+            attr = self.attr
+            groups = [None if e.attributes is None else e.attributes.get(attr) for e in evs]
+            if attr in self.names:
+                groups = [g if g is not None or f is None else getattr(f, attr) for g, f in zip(groups, feats)]
+            if any(g is not None for g in groups):
+                self.has_group = True
+        self.group_attr += groups
+
+    # ------------------------------------------------------------ result
+    def batch(self) -> EventBatch:
+        """The accepted events as one batch (numerical features as float arrays, NaN when missing)."""
+        features: dict[str, Any] = {}
+        if self.num_names:
+            arr = np.array(self.num_rows, dtype=np.float64).reshape(len(self), len(self.num_names))
+            for j, name in enumerate(self.num_names):
+                features[name] = np.ascontiguousarray(arr[:, j])
+        if self.cat_names:
+            cols = list(zip(*self.cat_rows)) if self.cat_rows else [() for _ in self.cat_names]
+            for name, col in zip(self.cat_names, cols):
+                features[name] = list(col)
+        attributes = {self.attr: self.group_attr} if self.has_group else {}
+        return EventBatch(
+            model=self.model.name, timestamps=self.timestamps, versions=self.versions, ids=self.ids,
+            latency_seconds=self.latency, errors=self.errors, features=features, predictions=self.predictions,
+            scores=self.scores, labels=self.labels, attributes=attributes, source=self.source,
+        )
+
+
+@dataclass
+class ValidatedEvents:
+    """What :meth:`EventValidator.validate` made of one body."""
+
+    #: One batch per model with accepted events.
+    batches: list[EventBatch] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    #: Up to 10 unknown model names seen (for the error message), label-safe and bounded.
+    unknown_models: set[str] = field(default_factory=set)
+    #: Feature values dropped per model because the feature is not configured.
+    unknown_features: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+class EventValidator:
+    """Validates bodies of event items against the configured models."""
+
+    def __init__(self, models: Sequence[ModelConfig], unknown_feature: str = "ignore",
+                 clock: Callable[[], float] = time.time):
+        self.models = {m.name: m for m in models}
+        self.unknown_feature = unknown_feature
+        self.clock = clock
+        self.structs = {name: event_struct(m) for name, m in self.models.items()}
+        self._model_of = {s: name for name, s in self.structs.items()}
+        self._decoder = batch_decoder(list(self.structs.values())) if self.structs else None
+
+    def decode_typed(self, body: DecodedBody) -> list[Any] | None:
+        """The body's items as typed structs, or None when any item does not fit the plain schema."""
+        if self._decoder is None:
+            return None
+        try:
+            return self._decoder.decode(body.json_array())
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return None
+
+    def validate(self, body: DecodedBody, source: str) -> ValidatedEvents:
+        """Accept what is valid and refuse the rest item by item.
+
+        Raises :class:`~modelmon.ingest.body.BodyError` when the body as a whole cannot be read.
+        """
+        typed = self.decode_typed(body)
+        if typed is None:
+            return self.validate_items(body.items(), source)
+        now = self.clock()
+        groups: dict[type, list[Any]] = {}
+        for ev in typed:
+            groups.setdefault(type(ev), []).append(ev)
+        res = ValidatedEvents()
+        for struct, evs in groups.items():
+            v = ItemValidator(self.models[self._model_of[struct]], source, self.unknown_feature)
+            v.add_typed(evs, now)
+            res.batches.append(v.batch())
+        return res
+
+    def validate_items(self, items: list[Any], source: str) -> ValidatedEvents:
+        """Item by item, from Python values (:class:`~modelmon.ingest.body.Malformed` entries are refused)."""
+        res = ValidatedEvents()
+        validators: dict[str, ItemValidator] = {}
+        now = self.clock()
+        for index, ev in enumerate(items):
+            if type(ev) is not dict:
+                msg = ev.message if isinstance(ev, Malformed) else "must be a JSON object"
+                res.rejected.append(Rejection(index, "malformed", msg))
+                continue
+            name = ev.get("model")
+            v = validators.get(name) if type(name) is str else None
+            if v is None:
+                if name is None:
+                    res.rejected.append(Rejection(index, "invalid_field", "model: required"))
+                    continue
+                if type(name) is not str:
+                    res.rejected.append(Rejection(index, "invalid_field", "model: must be a string"))
+                    continue
+                mcfg = self.models.get(name)
+                if mcfg is None:
+                    shown = name[:MAX_LABEL_LENGTH].encode("utf-8", "replace").decode("utf-8")
+                    res.rejected.append(Rejection(index, "unknown_model", f"model: unknown model {shown!r}"))
+                    if len(res.unknown_models) < 10:
+                        res.unknown_models.add(shown)
+                    continue
+                v = validators[name] = ItemValidator(mcfg, source, self.unknown_feature)
+            try:
+                v.add(ev, now)
+            except ItemError as exc:
+                res.rejected.append(Rejection(index, exc.reason, str(exc)))
+        for name, v in validators.items():
+            if v.unknown_features:
+                res.unknown_features[name] = v.unknown_features
+            if len(v):
+                res.batches.append(v.batch())
+        return res
