@@ -75,6 +75,7 @@ class OipServer:
         self.url = f"http://127.0.0.1:{self.port}"
         app = web.Application()
         app.router.add_post("/v2/models/cancer/infer", self.infer)
+        app.router.add_post("/v1/models/cancer:predict", self.predict_v1)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -107,6 +108,13 @@ class OipServer:
         head = json.dumps(doc).encode()
         return web.Response(body=head + b"".join(raws), content_type="application/octet-stream",
                             headers={"Inference-Header-Content-Length": str(len(head))})
+
+    async def predict_v1(self, request: Any) -> Any:
+        """KServe v1: {"instances": [[...30 values], ...]} -> {"predictions": [[p0, p1], ...]} (predict_proba)."""
+        from aiohttp import web
+
+        x = np.asarray((await request.json())["instances"], dtype=np.float64)
+        return web.json_response({"predictions": self.model.predict_proba(x).tolist()})
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
@@ -259,3 +267,56 @@ def test_mlserver_behind_the_oip_proxy(data: Data, mlserver: str, servers: Any, 
 
 def test_oip_server_behind_the_oip_proxy_json_and_binary(data: Data, oip_server: str, servers: Any, tmp_path: Path) -> None:
     scenario(data, oip_server, servers, tmp_path, binary_every=2)
+
+
+def test_kserve_v1_behind_the_proxy_gzip_request(data: Data, oip_server: str, servers: Any, tmp_path: Path) -> None:
+    """kserve-v1: list rows by the configured features' order, probability lists as predictions."""
+    import gzip
+
+    ref = tmp_path / "reference.csv"
+    ref.write_text("\n".join([",".join(data.names)] + [",".join(map(repr, map(float, r))) for r in data.X[:TRAIN]]) + "\n")
+    cfg = {"models": [{"name": "cancer", "features": [{"name": n} for n in data.names], "reference": {"path": str(ref)},
+                       "drift": {"recompute_interval": 0}}],
+           "windows": [{"duration": "5m", "max_events": 10000}], "proxy": {"version": "1.0"}}
+    (tmp_path / "modelmon.yml").write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    exp = servers.exporter("--config", str(tmp_path / "modelmon.yml"), "--proxy.listen-address", f"127.0.0.1:{port}",
+                           "--proxy.upstream", oip_server, "--proxy.protocol", "kserve-v1")
+    x = data.serve_X[:100]
+    body = gzip.compress(json.dumps({"instances": x.tolist()}).encode())
+    r = requests.post(f"http://127.0.0.1:{port}/v1/models/cancer:predict", data=body, timeout=30,
+                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "X-Request-Id": "q"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 100
+    wait_until(lambda: sample(exp.metrics(), "modelmon_requests_total", model="cancer", version="1.0") == 100,
+               timeout=20, what="proxied predictions recorded")
+    labels = [{"id": f"q:{i}", "label": int(v)} for i, v in enumerate(data.serve_y[:100])]
+    assert requests.post(f"{exp.url}/api/v1/labels", json=labels, timeout=10).json()["accepted"] == 100
+    text = exp.metrics()
+    assert sample(text, "modelmon_quality_accuracy_ratio", model="cancer", window="5m") == pytest.approx(
+        accuracy_score(data.serve_y[:100], data.model.predict(x)), abs=1e-12)
+    assert sample(text, "modelmon_quality_roc_auc_ratio", model="cancer", window="5m") == pytest.approx(
+        roc_auc_score(data.serve_y[:100], data.model.predict_proba(x)[:, 1]), abs=1e-12)
+    j = data.names.index("mean_radius")
+    assert sample(text, "modelmon_drift_score", model="cancer", feature="mean_radius", method="ks", window="5m") == \
+        pytest.approx(stats.ks_2samp(data.X[:TRAIN, j], x[:, j]).statistic, abs=1e-12)
+
+
+def test_proxy_protocol_config_errors_name_the_field(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = {"models": [{"name": "m", "features": [{"name": "a"}]}],
+           "proxy": {"listen_address": "127.0.0.1:0", "upstream": "http://127.0.0.1:1", "protocol": "oip-v2",
+                     "features": {"a": "input0[3]"}}}
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "modelmon", "serve", "--config", str(tmp_path / "bad.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "bad.yml: proxy.features.a: invalid tensor selector" in out.stderr, out.stderr
+    cfg["proxy"].update(protocol="kserve-v1", features={}, columns=["a", "b"])
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "modelmon", "serve", "--config", str(tmp_path / "bad.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "proxy.columns[1]: not a feature of model 'm'" in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "modelmon", "serve", "--proxy.protocol", "grpc"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--proxy.protocol" in out.stderr

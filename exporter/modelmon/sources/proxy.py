@@ -441,6 +441,8 @@ class ProxySource:
             if k.lower() == BINARY_HEADER:
                 resp_json_length = _int_or_none(v)
         req_json_length = _int_or_none(req_headers.get(BINARY_HEADER)) if req_headers.get(BINARY_HEADER) else None
+        if req_body is not None:
+            req_body = decompress(req_body, req_headers.get("Content-Encoding"), self.cfg.max_parse_bytes)
         try:
             events, problems = self.extractor(self.mapping, req_body, resp_body, base, status=status,
                                               request_json_length=req_json_length,
