@@ -35,8 +35,6 @@ REASONS = (
     "unknown_protocol",  # a CloudEvent body that is neither KServe v1 nor OIP v2
 )
 
-PROTOCOLS = ("json", "kserve-v1", "oip-v2")
-
 
 class ProtocolError(ValueError):
     """A payload that cannot be turned into events; ``reason`` is one of :data:`REASONS`."""

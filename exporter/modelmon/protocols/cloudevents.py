@@ -70,6 +70,7 @@ class CloudEvent:
     endpoint: str = ""
     #: Request headers the logger kept (``Ce-Metadata``), lower-cased name -> first value.
     metadata: dict[str, str] = field(default_factory=dict)
+    #: When the join buffer took it (its clock), for the horizon.
     arrival: float = 0.0
 
 
@@ -108,12 +109,12 @@ def _metadata(text: str) -> dict[str, str]:
     return out
 
 
-def parse(headers: MappingType[str, str], body: bytes, arrival: float = 0.0) -> CloudEvent:
+def parse(headers: MappingType[str, str], body: bytes) -> CloudEvent:
     """A CloudEvent from an HTTP request (binary or structured mode); raises :class:`ProtocolError`."""
     h = {k.lower(): v for k, v in headers.items()}
     ctype = h.get("content-type", "")
     if ctype.split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
-        return _structured(body, arrival)
+        return _structured(body)
     missing = [a for a in REQUIRED if not h.get(f"ce-{a}")]
     if missing:
         raise ProtocolError("malformed", "not a CloudEvent: missing " + ", ".join(f"Ce-{m.capitalize()}" for m in missing))
@@ -122,11 +123,11 @@ def parse(headers: MappingType[str, str], body: bytes, arrival: float = 0.0) -> 
         id=h["ce-id"], kind=_kind(h["ce-type"]), time=parse_time(h["ce-time"]) if h.get("ce-time") else None,
         data=body, content_type=ctype, inference_service=attrs["inferenceservicename"], namespace=attrs["namespace"],
         component=attrs["component"], endpoint=attrs["endpoint"],
-        metadata=_metadata(attrs["metadata"]) if attrs["metadata"] else {}, arrival=arrival,
+        metadata=_metadata(attrs["metadata"]) if attrs["metadata"] else {},
     )
 
 
-def _structured(body: bytes, arrival: float) -> CloudEvent:
+def _structured(body: bytes) -> CloudEvent:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -152,7 +153,7 @@ def _structured(body: bytes, arrival: float) -> CloudEvent:
         id=doc["id"], kind=_kind(doc["type"]), time=parse_time(attr("time")) if attr("time") else None, data=data,
         content_type=attr("datacontenttype"), inference_service=attr("inferenceservicename"),
         namespace=attr("namespace"), component=attr("component"), endpoint=attr("endpoint"),
-        metadata=_metadata(attr("metadata")) if attr("metadata") else {}, arrival=arrival,
+        metadata=_metadata(attr("metadata")) if attr("metadata") else {},
     )
 
 
