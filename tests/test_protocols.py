@@ -364,8 +364,9 @@ def test_cloudevents_binary_oip_through_metadata_header() -> None:
     assert problems == [] and [e["features"]["a"] for e in events] == [1.0, 2.0]
     # Without the header kept in the metadata the body cannot be read.
     ev = ce.parse(ce_headers("request", **{"Content-Type": "application/octet-stream"}), body)
-    with pytest.raises(ProtocolError):
-        ce.exchange_events(MAP, ce.Exchange(ev, None))
+    events, problems = ce.exchange_events(MAP, ce.Exchange(ev, None))
+    assert [p.reason for p in problems] == ["unknown_protocol"]
+    assert events == [{"model": "m", "id": "abc-1", "timestamp": ev.time}]  # still one served request
 
 
 def test_cloudevents_time_parsing() -> None:

@@ -288,9 +288,10 @@ def exchange_events(mapping: Mapping, ex: Exchange, versions: MappingType[str, s
     Timestamp: the request's ``Ce-Time`` (else the response's, else now);
     latency: response time minus request time when both are known; id: the
     ``Ce-Id``; version: ``versions[Ce-Endpoint]`` when mapped, else the OIP
-    response's ``model_version`` (else the model's default version).
+    response's ``model_version`` (else the model's default version).  Bodies of
+    neither protocol still give one event (the request was served), with the
+    ``unknown_protocol`` problem.
     """
-    protocol = detect(ex)
     first = ex.first
     base: dict[str, Any] = {"model": mapping.model, "id": first.id[:256]}
     req_t = ex.request.time if ex.request is not None else None
@@ -303,6 +304,10 @@ def exchange_events(mapping: Mapping, ex: Exchange, versions: MappingType[str, s
     version = (versions or {}).get(first.endpoint)
     if version:
         base["version"] = version
+    try:
+        protocol = detect(ex)
+    except ProtocolError as exc:
+        return [base], [exc]
     kwargs: dict[str, Any] = {}
     if protocol == "oip-v2":
         if ex.request is not None:
