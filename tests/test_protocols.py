@@ -373,3 +373,54 @@ def test_cloudevents_time_parsing() -> None:
     assert ce.parse_time("2026-12-01T22:00:00.123456789Z") == pytest.approx(1796162400.123456)
     assert ce.parse_time("2026-12-01T23:00:00+01:00") == 1796162400.0
     assert ce.parse_time("yesterday") is None
+
+
+def test_garbage_never_raises_anything_but_counted_problems() -> None:
+    """Mutated payloads (types swapped, fields dropped, bytes flipped) give events and
+    counted problems, never an exception: the proxy and the sink must keep going."""
+    rng = np.random.default_rng(7)
+    oip_req = {"id": "1", "inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]},
+                                     {"name": "colour", "shape": [2], "datatype": "BYTES", "data": ["x", "y"]}]}
+    oip_resp = {"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "p", "shape": [2], "datatype": "INT64", "data": [0, 1]},
+        {"name": "predict_proba", "shape": [2, 2], "datatype": "FP64", "data": [0.1, 0.9, 0.5, 0.5]}]}
+    v1_req, v1_resp = {"instances": [[1, 2, "r"], {"a": 1}]}, {"predictions": [[0.2, 0.8], 1]}
+    junk = [None, True, -1, 2**70, 1.5, "x", [], {}, [[1]], {"a": [1]}, float("nan")]
+
+    def mutate(doc: Any) -> Any:
+        if isinstance(doc, dict) and doc and rng.random() < 0.7:
+            key = list(doc)[rng.integers(len(doc))]
+            out = dict(doc)
+            if rng.random() < 0.3:
+                del out[key]
+            else:
+                out[key] = mutate(doc[key]) if rng.random() < 0.6 else junk[rng.integers(len(junk))]
+            return out
+        if isinstance(doc, list) and doc and rng.random() < 0.7:
+            out = list(doc)
+            i = rng.integers(len(doc))
+            out[i] = mutate(doc[i]) if rng.random() < 0.6 else junk[rng.integers(len(junk))]
+            return out
+        return junk[rng.integers(len(junk))] if rng.random() < 0.3 else doc
+
+    for _ in range(1500):
+        for module, req, resp in ((oip_v2, oip_req, oip_resp), (kserve_v1, v1_req, v1_resp)):
+            a, b = json.dumps(mutate(req)).encode(), json.dumps(mutate(resp)).encode()
+            if rng.random() < 0.1:
+                a = a[: rng.integers(len(a))]
+            events, problems = module.extract(MAP, a, b, {"model": "m"}, request_json_length=None)
+            assert all(isinstance(p, ProtocolError) for p in problems)
+            assert all(e["model"] == "m" for e in events)  # none when a batch of zero rows was sent
+        ex = ce.Exchange(ce.parse(ce_headers("request"), json.dumps(mutate(oip_req)).encode()),
+                         ce.parse(ce_headers("response"), json.dumps(mutate(v1_resp)).encode()))
+        events, problems = ce.exchange_events(MAP, ex)
+        assert all(isinstance(p, ProtocolError) for p in problems)
+    # Binary extension: sizes and header lengths that do not fit, random tensor bytes.
+    for _ in range(500):
+        dt = ["BOOL", "INT8", "FP16", "BF16", "FP64", "BYTES", "UINT64"][rng.integers(7)]
+        raw = rng.bytes(int(rng.integers(0, 40)))
+        head = json.dumps({"inputs": [{"name": "a", "shape": [int(rng.integers(0, 5))], "datatype": dt,
+                                       "parameters": {"binary_data_size": int(rng.integers(-2, 45))}}]}).encode()
+        length = len(head) + int(rng.integers(-3, 3))
+        events, problems = oip_v2.extract(MAP, head + raw, None, {"model": "m"}, request_json_length=length)
+        assert all(isinstance(p, ProtocolError) for p in problems)

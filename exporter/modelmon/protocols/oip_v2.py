@@ -197,8 +197,8 @@ def _tensors(items: Any, what: str, binary: memoryview | None) -> tuple[list[Ten
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise ProtocolError("malformed", f"{what}[{i}] ({name!r}): shape must be an array of non-negative integers")
         datatype = t.get("datatype")
-        if datatype not in DATATYPES:
-            raise ProtocolError("unsupported_datatype", f"{what}[{i}] ({name!r}): unknown datatype {datatype!r}")
+        if type(datatype) is not str or datatype not in DATATYPES:
+            raise ProtocolError("unsupported_datatype", f"{what}[{i}] ({name!r}): unknown datatype {str(datatype)[:32]!r}")
         params: dict[str, Any] = t["parameters"] if isinstance(t.get("parameters"), dict) else {}
         tensor = Tensor(name, tuple(shape), datatype, t.get("data"), None, params)
         tensor.shared_memory = "shared_memory_region" in params
