@@ -1,10 +1,18 @@
 """Shared fixtures.  Real servers come from factories that stop everything they
-started when the test ends, and print the servers' logs when it failed."""
+started when the test ends, and print the servers' logs when it failed.
+
+A test that starts a server process (Prometheus, Alertmanager, the other
+Debian servers) or a ``modelmon`` subprocess must be marked ``e2e``, so that
+``pytest -m "not e2e"`` is a quick loop that starts none: an audit hook refuses
+such a process in any other test and fails the test, naming the command."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -17,6 +25,89 @@ from servers import (  # noqa: E402
     PrometheusServer,
     WebhookReceiver,
 )
+
+#: Executables that are servers (Debian's names and upstream's).
+SERVER_BINARIES = frozenset({
+    "prometheus", "prometheus-alertmanager", "alertmanager", "prometheus-node-exporter", "node_exporter",
+    "prometheus-blackbox-exporter", "blackbox_exporter", "victoria-metrics", "vmagent", "vmalert", "nginx",
+    "grafana-server", "modelmon",
+})
+SHELLS = frozenset({"sh", "bash", "dash"})
+#: Audit events that start a process -> index of their argv (or command) argument.
+SPAWN_EVENTS = MappingProxyType({"subprocess.Popen": 1, "os.exec": 1, "os.posix_spawn": 1, "os.spawn": 2, "os.system": 0})
+
+
+def spawned_server(argv: list[str]) -> str | None:
+    """What server or ``modelmon`` command ``argv`` starts, or None.  Looks at
+    the executable, ``python -m modelmon``, and every word of a shell script."""
+    if not argv:
+        return None
+    shell = os.path.basename(argv[0]) in SHELLS
+    words = [argv[0]]
+    for arg in argv[1:]:
+        if shell and any(c.isspace() for c in arg):
+            try:
+                words += shlex.split(arg, comments=True)
+            except ValueError:  # unbalanced quotes: plain words are good enough here
+                words += arg.split()
+        else:
+            words.append(arg)
+    for i, word in enumerate(words):
+        if (i == 0 or shell) and os.path.basename(word) in SERVER_BINARIES:
+            return os.path.basename(word)
+        if word == "-m" and i + 1 < len(words) and words[i + 1].split(".")[0] == "modelmon":
+            return "python -m " + words[i + 1]
+    return None
+
+
+class _ServerGuard:
+    """Refuses server processes while a test without the ``e2e`` marker runs."""
+
+    def __init__(self) -> None:
+        self.item: pytest.Item | None = None
+        self.refused: list[str] = []
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.item is None or event not in SPAWN_EVENTS:
+            return
+        argv = args[SPAWN_EVENTS[event]]
+        if isinstance(argv, (str, bytes)):
+            argv = ["sh", "-c", os.fsdecode(argv)]
+        try:
+            argv = [os.fsdecode(a) for a in argv]
+        except TypeError:
+            return
+        what = spawned_server(argv)
+        if what is not None:
+            self.refused.append(f"{what}: {shlex.join(argv)}")
+            raise RuntimeError(f"{self.item.nodeid} starts {what} but is not marked e2e (pytest.mark.e2e)")
+
+
+GUARD = _ServerGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not getattr(sys, "_modelmon_server_guard", False):  # one hook per interpreter, even with pytester
+        sys.addaudithook(lambda event, args: GUARD.audit(event, args))
+        sys._modelmon_server_guard = True  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    GUARD.item = None if item.get_closest_marker("e2e") else item
+    GUARD.refused = []
+    try:
+        yield
+    finally:
+        GUARD.item = None
+
+
+@pytest.fixture(autouse=True)
+def _no_server_without_e2e(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    call = getattr(request.node, "rep_call", None)
+    if GUARD.item is request.node and GUARD.refused and not (call is not None and call.failed):
+        pytest.fail("not marked e2e, yet starts server processes:\n  " + "\n  ".join(GUARD.refused), pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -32,6 +123,9 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator["ServerFactory"]:
+    if GUARD.item is request.node:
+        pytest.fail(f"{request.node.nodeid} uses the servers fixture but is not marked e2e (pytest.mark.e2e)",
+                    pytrace=False)
     factory = ServerFactory(tmp_path)
     yield factory
     factory.stop_all(show_logs=_failed(request))
@@ -64,6 +158,11 @@ class ServerFactory:
         return self._track(WebhookReceiver())
 
     def stop_all(self, show_logs: bool = False) -> None:
+        # SIGTERM to every process first: they shut down in parallel, not one after another.
+        for server in reversed(self.started):
+            proc = getattr(server, "process", None)
+            if proc is not None:
+                proc.terminate()
         for server in reversed(self.started):
             proc = getattr(server, "process", None)
             if show_logs and proc is not None:

@@ -77,6 +77,7 @@ class ServerProcess:
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -92,10 +93,20 @@ class ServerProcess:
             return ""
         return "\n".join(text[-lines:])
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (``stop`` then waits), so that several
+        servers shut down at the same time."""
+        if self.proc.poll() is None and not self._terminated:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._terminated = True
+
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
             try:
-                os.kill(self.proc.pid, signal.SIGTERM)
+                self.terminate()
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)

@@ -141,6 +141,7 @@ def test_webhook_url_comes_from_the_environment(tmp_path: Path) -> None:
     assert not (tmp_path / "bad.yml").exists()
 
 
+@pytest.mark.e2e
 def test_entrypoint_runs_alertmanager_on_the_rendered_config(servers: Any, tmp_path: Path) -> None:
     """entrypoint.sh (what compose runs) renders the config from the
     environment and starts Alertmanager on it."""
@@ -229,6 +230,7 @@ def _alert(name: str, severity: str, ends: dt.datetime | None = None, **labels: 
     return out
 
 
+@pytest.mark.e2e
 def test_routing_and_inhibition_on_a_real_alertmanager(servers: Any, tmp_path: Path) -> None:
     webhook = servers.webhook()
     am = servers.alertmanager(test_config_for_tests(tmp_path, webhook.url))

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import scrape_config
 
+pytestmark = pytest.mark.e2e
+
 
 def test_prometheus_rate_matches_simulated_rate(servers) -> None:
     exp = servers.exporter("--rate=300", "--seed=2")
@@ -19,5 +21,5 @@ def test_prometheus_rate_matches_simulated_rate(servers) -> None:
     rate = prom.value('sum(rate(modelmon_requests_total{job="modelmon"}[15s]))')
     assert rate == pytest.approx(300, rel=0.2)
     # Drift and quality families made it through the real scrape too.
-    assert prom.query('modelmon_drift_score{job="modelmon"}')
+    prom.wait_for('modelmon_drift_score{job="modelmon"}', timeout=30)
     assert prom.value('modelmon_threshold_accuracy_min_ratio{job="modelmon"}') == 0.85

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from servers import require_binary, wait_until
+
+#: Every test here runs ``modelmon`` in a subprocess.
+pytestmark = pytest.mark.e2e
 
 
 def test_metrics_pass_promtool_lint(servers) -> None:

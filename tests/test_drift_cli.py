@@ -173,6 +173,7 @@ def test_config_types_thresholds_and_profile_reference(files, capsys) -> None:
     assert raw["features"] == prof["features"] and raw["dataset"] == prof["dataset"]
 
 
+@pytest.mark.e2e
 def test_console_script_runs(files) -> None:
     proc = subprocess.run([sys.executable, "-m", "modelmon", "drift", "--reference", str(files["ref"]),
                            "--current", str(files["moved"]), "--fail-on-drift"], capture_output=True, text=True, timeout=60)

@@ -62,6 +62,7 @@ def test_stages_gate_each_other() -> None:
         assert "if" not in s and not s.get("continue-on-error")
 
 
+@pytest.mark.e2e
 def test_drift_step_passes_on_the_example_data_and_stops_on_drift(tmp_path: Path) -> None:
     r = run_step("Drift check on the new training data", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -80,12 +81,14 @@ def test_drift_step_passes_on_the_example_data_and_stops_on_drift(tmp_path: Path
     assert "-> DRIFT" in r.stdout
 
 
+@pytest.mark.e2e
 def test_drift_report_step_writes_the_artifact(tmp_path: Path) -> None:
     r = run_step("Drift report", tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "drift-report.html").read_text().startswith("<!doctype html>")
 
 
+@pytest.mark.e2e
 def test_gate_step_passes_the_example_evaluation_and_stops_a_worse_one(tmp_path: Path) -> None:
     r = run_step("Release gate", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -220,6 +220,7 @@ def _by_rule(verdict: dict) -> dict[str, dict]:
     return {c["rule"]: c for c in verdict["checks"]}
 
 
+@pytest.mark.e2e
 def test_live_gate_passes_a_good_canary(canary: dict[str, Any]) -> None:
     code, out, err = run_cli("--gate", _gate_file(canary["dir"], canary["url"], "canary"), "--format", "json")
     verdict = json.loads(out)
@@ -233,6 +234,7 @@ def test_live_gate_passes_a_good_canary(canary: dict[str, Any]) -> None:
     assert checks["latency_p95_seconds / baseline <= 1.25"]["observed"] == pytest.approx(1.0, rel=1e-6)
 
 
+@pytest.mark.e2e
 def test_live_gate_fails_a_bad_canary_on_every_check(canary: dict[str, Any]) -> None:
     code, out, err = run_cli("--gate", _gate_file(canary["dir"], canary["url"], "canary-bad"), "--format", "json")
     assert code == 1, out + err
@@ -256,6 +258,7 @@ def test_live_gate_fails_a_bad_canary_on_every_check(canary: dict[str, Any]) -> 
     assert code == 1 and table.startswith("RELEASE GATE: FAIL  (0/7 checks passed)")
 
 
+@pytest.mark.e2e
 def test_live_gate_from_flags_with_default_checks(canary: dict[str, Any], tmp_path: Path) -> None:
     ev = write(tmp_path / "eval.json", {"accuracy": 0.93})
     base = ["--evaluation", ev, "--prometheus.url", canary["url"], "--model", "fraud", "--window", "1m",
@@ -274,12 +277,14 @@ def test_live_gate_from_flags_with_default_checks(canary: dict[str, Any], tmp_pa
     assert "candidate has 0 requests in 1m (< min_requests 100)" in live[0]["detail"]
 
 
+@pytest.mark.e2e
 def test_live_gate_rejects_a_url_that_is_not_prometheus(canary: dict[str, Any]) -> None:
     code, _, err = run_cli("--prometheus.url", canary["url"] + "/nothing-here", "--model", "fraud",
                            "--candidate-version", "2.0")
     assert code == 2 and "Prometheus" in err
 
 
+@pytest.mark.e2e
 def test_ci_example_canary_step(canary: dict[str, Any], tmp_path: Path) -> None:
     """The example workflow's canary step, run as written against the live canary."""
     from test_ops_ci_example import run_step

@@ -134,6 +134,7 @@ def test_file_output_rotates(tmp_path: Path) -> None:
             json.loads(line)
 
 
+@pytest.mark.e2e
 def test_real_exporter_logs_posted_events_without_the_token(servers, tmp_path: Path) -> None:
     token = "s3cr3t-token-value-42"
     log_path = tmp_path / "inference.log"

@@ -171,6 +171,7 @@ def test_html_report_matches_the_json_and_is_self_contained(drift_files: tuple[P
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
 
 
+@pytest.mark.e2e
 def test_html_report_to_stdout_and_without_matplotlib(drift_files: tuple[Path, Path]) -> None:
     ref, cur = drift_files
     code = ("import sys; from modelmon.cli import main; rc = main(['drift', '--reference', sys.argv[1], '--current', "

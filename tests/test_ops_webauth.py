@@ -193,6 +193,7 @@ class _TLSExporterProcess:
         self.process.stop()
 
 
+@pytest.mark.e2e
 def test_prometheus_scrapes_over_tls_with_basic_auth(servers, certs: Path, tmp_path: Path) -> None:
     web = tmp_path / "web.yml"
     # Relative certificate paths: resolved against the web config file's folder.
