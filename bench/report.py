@@ -61,19 +61,18 @@ def time_cli(ref: Path, cur: Path, out: Path, repeats: int) -> list[float]:
         r = subprocess.run([sys.executable, "-m", "modelmon", "drift", "--reference", str(ref), "--current", str(cur),
                             "--format", "html", "-o", str(out)], capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
-        if r.returncode not in (0, 1):
+        if r.returncode not in (0, 1, 3):
             raise SystemExit(r.stderr)
     return times
 
 
 def time_render(ref: Path, cur: Path, repeats: int) -> tuple[list[float], list[float]]:
-    from modelmon.datasets import load_table
     from modelmon.drift import batch
     from modelmon.report import histograms, render_html
 
-    report, profile, rows = batch.run(ref, cur)
-    doc = batch.report_json(report, profile, rows)
-    table = load_table(cur)
+    result = batch.run(ref, cur)
+    doc = batch.report_json(result)
+    profile, table = result.profile, result.current
     hist_t, render_t = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()

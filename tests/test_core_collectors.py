@@ -104,10 +104,11 @@ def test_drift_meanstd_matches_hand_computation() -> None:
     pipeline2.submit_events(evs)
     xs = np.array([e.features["x"] for e in evs])
     # The reference moments from the raw reference data (make() draws it with
-    # seed 0), not from the profile under test; population std as in the brief.
+    # seed 0), not from the profile under test; population std (normal data:
+    # nothing beyond the scale's clipping fences, so the scale is the std).
     ref = np.random.default_rng(0).normal(size=2000)
     mean, std = ref.mean(), ref.std()
-    expected = (abs(xs.mean() - mean) / (std + 1e-8) + abs(xs.std() - std) / (std + 1e-8)) / 2
+    expected = (abs(xs.mean() - mean) + abs(xs.std() - std)) / (2 * std)
     labels = {"model": "m", "feature": "x", "method": "meanstd", "window": "1m"}
     assert reg2.get_sample_value("modelmon_drift_score", labels) == pytest.approx(expected, rel=1e-12)
     assert reg2.get_sample_value("modelmon_drift_detected", labels) == 1

@@ -13,7 +13,7 @@ from scipy import stats
 from modelmon.config import DriftConfig, FeatureConfig
 from modelmon.drift import registry
 from modelmon.drift.base import CurrentColumn
-from modelmon.drift.batch import encode
+from modelmon.drift.batch import encode, table_from_columns
 from modelmon.drift.engine import DriftEngine
 from modelmon.drift.reference import build_categorical, build_numerical, build_profile
 
@@ -26,8 +26,7 @@ def score(features, ref: dict, cur: dict, drift: DriftConfig | None = None, gate
         kw.setdefault("min_samples", 1)
     profile = build_profile(ref, features, bins=drift.bins, sample_size=10**6)
     engine = DriftEngine(features, profile, drift, **kw)
-    rows = len(next(iter(cur.values())))
-    win = encode(engine, cur, rows)
+    win = encode(engine, table_from_columns(cur))
     return engine, engine.compute("w", win.size, win.columns, win.counts)
 
 

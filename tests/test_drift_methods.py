@@ -81,14 +81,25 @@ def test_ks_p_value_branches_match_scipy_exact_and_asymptotic() -> None:
 
 
 @pytest.mark.parametrize("name,ref,cur", CASES, ids=[c[0] for c in CASES])
-def test_wasserstein_matches_scipy_times_reference_std(name, ref, cur) -> None:
+def test_wasserstein_matches_scipy_times_reference_scale(name, ref, cur) -> None:
     prof, col = num_case(ref, cur)
     res = run("wasserstein", prof, col)
     w = stats.wasserstein_distance(cur, ref)
-    std = float(np.std(ref))
-    norm = std if std > 0 else 1e-3  # documented floor for a constant reference
+    norm = fenced_std(np.asarray(ref, dtype=float))
+    if norm == 0:  # constant reference: the share of values that moved (documented rule)
+        assert res.statistic == pytest.approx(np.mean(np.asarray(cur) != ref[0]))
+        return
+    assert norm == pytest.approx(prof.scale, rel=1e-12)
     assert res.statistic * norm == pytest.approx(w, rel=TOL, abs=1e-12)
     assert res.drifted == (w / norm >= 0.1)
+
+
+def fenced_std(x: np.ndarray) -> float:
+    """The documented scale, computed independently: std after clipping to
+    20 IQRs beyond the quartiles (plain std when the IQR is 0)."""
+    q1, q3 = np.quantile(x, [0.25, 0.75])
+    iqr = q3 - q1
+    return float(np.std(np.clip(x, q1 - 20 * iqr, q3 + 20 * iqr))) if iqr > 0 else float(np.std(x))
 
 
 def independent_slots(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,11 +230,11 @@ def test_meanstd_hand_computed() -> None:
     # Reference [-1, 1]: mean 0, population std 1.  Window [1, 3]: mean 2, std 1.
     prof, col = num_case([-1.0, 1.0], [1.0, 3.0])
     res = run("meanstd", prof, col)
-    assert res.statistic == pytest.approx((2 / (1 + 1e-8) + 0.0) / 2, rel=1e-12)  # 1.0
+    assert res.statistic == pytest.approx(1.0, rel=1e-12)  # (|2 - 0| + |1 - 1|) / (2 * 1)
     assert res.drifted
     # Window [-0.1, 0.1]: mean 0, std 0.1 -> (0 + 0.9) / 2 = 0.45
     res = run("meanstd", *num_case([-1.0, 1.0], [-0.1, 0.1]))
-    assert res.statistic == pytest.approx(0.45 / (1 + 1e-8), rel=1e-12)
+    assert res.statistic == pytest.approx(0.45, rel=1e-12)
 
 
 def test_constant_columns() -> None:
@@ -240,8 +251,9 @@ def test_constant_columns() -> None:
     ks = run("ks", prof, col)
     expected = stats.ks_2samp(moved, ref)
     assert ks.statistic == 1.0 and ks.p_value == pytest.approx(expected.pvalue, abs=TOL)
-    # std 0: W1 = 0.5 divided by the documented 1e-3 floor
-    assert run("wasserstein", prof, col).statistic == pytest.approx(0.5 / 1e-3)
+    # constant reference: the share of values that left the constant (all of them)
+    assert run("wasserstein", prof, col).statistic == 1.0
+    assert run("meanstd", prof, col).statistic == 1.0
     # PSI: all mass moved from the middle slot to the above-max slot (eps 1e-4 floors)
     eps = 1e-4
     assert run("psi", prof, col).statistic == pytest.approx(2 * (1 - eps) * math.log(1 / eps), rel=1e-12)
@@ -255,7 +267,8 @@ def test_heavy_tails_do_not_break_scores() -> None:
     for m in ("ks", "wasserstein", "psi", "jensenshannon", "meanstd"):
         r = run(m, prof, col)
         assert math.isfinite(r.statistic), m
-    assert run("wasserstein", prof, col).statistic * np.std(ref) == pytest.approx(stats.wasserstein_distance(cur, ref), rel=TOL)
+    assert run("wasserstein", prof, col).statistic * fenced_std(ref) == pytest.approx(
+        stats.wasserstein_distance(cur, ref), rel=TOL)
 
 
 def test_method_declarations() -> None:

@@ -12,6 +12,7 @@ from .collectors import build_registry
 from .config import Config, ConfigError, ModelConfig
 from .datasets import DataError, load_table
 from .drift.reference import ReferenceProfile, build_profile
+from .estimation.sections import fit_sections, load_estimators
 from .pipeline import Pipeline
 from .web import ExporterServer
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfile | None:
     """The model's frozen reference profile, from a profile file or raw data."""
-    if not model.monitored_features():
+    if not model.monitored_features() and not model.performance_estimation.enabled:
         return None
     if not model.reference.path:
         if cfg.simulator.enabled and model.name == cfg.simulator.model:
@@ -37,10 +38,14 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
             missing = [f.name for f in model.monitored_features() if f.name not in prof.features]
             if missing:
                 raise ValueError(f"profile lacks features {', '.join(missing)}")
-            return prof
-        cols = load_table(path)
-        return build_profile(cols, model.monitored_features(), bins=model.drift.bins,
-                             sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
+        else:
+            cols = load_table(path, types={f.name: f.type for f in model.monitored_features()})
+            prof = build_profile(cols, model.monitored_features(), bins=model.drift.bins,
+                                 discrete_max=model.drift.discrete_max_values or None,
+                                 sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
+            fit_sections(prof, cols, model)
+        load_estimators(prof, model)  # an enabled estimator the profile lacks is a config error
+        return prof
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),
                           file=cfg.source or None, field_path=field_path) from None

@@ -167,6 +167,9 @@ class DriftConfig:
     #: bin counters (two out-of-range bins are added).  Small on purpose: each
     #: bin is one time series per feature.
     bins: int = field(default=10, metadata=_check(lambda x: 2 <= x <= 50, "must be between 2 and 50"))
+    #: A numerical feature with at most this many distinct reference values
+    #: is binned on its values (one slot each) instead of quantiles; 0 = ``bins``.
+    discrete_max_values: int = field(default=0, metadata=_check(lambda x: 0 <= x <= 50, "must be between 0 and 50"))
     #: Below this many values in a window no score is reported.
     min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
     #: Scores are recomputed at most this often and cached between scrapes.
@@ -218,6 +221,41 @@ class PredictionDriftConfig:
 
 
 @dataclass
+class PerformanceEstimationConfig:
+    """Label-free performance estimation (CBPE, binary classification; docs/estimation.md).
+
+    The reference data then needs ``prediction``, ``score`` (the positive
+    class's probability) and ``label`` columns."""
+
+    enabled: bool = False
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "precision", "recall", "f1", "roc_auc"])
+    #: Isotonic calibration of the scores: ``auto`` when it lowers the held-out
+    #: calibration error on the reference, ``always``, or ``never``.
+    calibration: str = field(default="auto", metadata=_choices("auto", "always", "never"))
+    #: Consecutive reference chunks the sampling error is measured over.
+    reference_chunks: int = field(default=50, metadata=_check(lambda x: x >= 2, "must be >= 2"))
+    #: Band half-width in standard errors.
+    sigmas: float = field(default=3.0, metadata=_check(_positive, "must be > 0"))
+    #: Below this many scored predictions in a window no estimate is reported.
+    min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
+
+
+@dataclass
+class MultivariateDriftConfig:
+    """Multivariate drift by PCA reconstruction error (docs/estimation.md)."""
+
+    enabled: bool = False
+    #: Features taken together; empty = every feature of the model (at least two).
+    features: list[str] = field(default_factory=list)
+    #: Principal components are kept until they explain this share of the variance.
+    variance_share: float = field(default=0.65, metadata=_check(lambda x: 0 < x < 1, "must be between 0 and 1 (exclusive)"))
+    reference_chunks: int = field(default=50, metadata=_check(lambda x: x >= 2, "must be >= 2"))
+    #: Threshold half-width in standard deviations of the reference chunks' error.
+    sigmas: float = field(default=3.0, metadata=_check(_positive, "must be > 0"))
+    min_samples: int = field(default=100, metadata=_check(lambda x: x >= 1, "must be >= 1"))
+
+
+@dataclass
 class ModelConfig:
     """One monitored model."""
 
@@ -237,6 +275,13 @@ class ModelConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     prediction_drift: PredictionDriftConfig = field(default_factory=PredictionDriftConfig)
+    performance_estimation: PerformanceEstimationConfig = field(default_factory=PerformanceEstimationConfig)
+    multivariate_drift: MultivariateDriftConfig = field(default_factory=MultivariateDriftConfig)
+
+    def multivariate_features(self) -> list[FeatureConfig]:
+        """The features multivariate drift takes together."""
+        chosen = self.multivariate_drift.features
+        return [f for f in self.features if not chosen or f.name in chosen]
 
     def feature(self, name: str) -> FeatureConfig | None:
         for f in self.features:
@@ -582,6 +627,7 @@ def _validate(cfg: Config) -> None:
         for key, fname in (("prediction", PREDICTION_FEATURE), ("score", SCORE_FEATURE)):
             if getattr(m.prediction_drift, key) and fname in names:
                 raise ConfigError(f"a feature is already named {fname!r}", field_path=f"models[{i}].prediction_drift.{key}")
+        _validate_label_free(m, i, names)
     wnames: set[str] = set()
     for i, w in enumerate(cfg.windows):
         if w.name in wnames:
@@ -646,6 +692,26 @@ def _validate_cloudevents(cfg: Config) -> None:
             raise ConfigError(f"unknown model {which!r} (not in models)",
                               field_path=f"{path}.model" if svc.model else f"{path}.inference_service")
         validate_protocol_mapping(model, "oip-v2", svc.columns, svc.features, svc.prediction, svc.score, path)
+
+
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def _validate_label_free(m: ModelConfig, i: int, names: set[str]) -> None:
+    pe, mv = m.performance_estimation, m.multivariate_drift
+    if pe.enabled and m.task != "classification":
+        raise ConfigError("performance estimation covers classification models only",
+                          field_path=f"models[{i}].performance_estimation.enabled")
+    for k, metric in enumerate(pe.metrics):
+        if metric not in ESTIMATED_METRICS:
+            raise ConfigError(f"unknown metric {metric!r} (known: {', '.join(ESTIMATED_METRICS)})",
+                              field_path=f"models[{i}].performance_estimation.metrics[{k}]")
+    for k, fname in enumerate(mv.features):
+        if fname not in names:
+            raise ConfigError(f"not a feature of the model: {fname!r}", field_path=f"models[{i}].multivariate_drift.features[{k}]")
+    if mv.enabled and len(m.multivariate_features()) < 2:
+        raise ConfigError("multivariate drift needs at least two features",
+                          field_path=f"models[{i}].multivariate_drift.features" if mv.features else f"models[{i}].features")
 
 
 def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:

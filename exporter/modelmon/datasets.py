@@ -1,92 +1,379 @@
 """Reading tabular data files (reference and batch-drift inputs) into columns.
 
-CSV and JSON lines need nothing beyond the standard library; Parquet needs the
-optional ``pyarrow`` extra.  Columns come back as Python lists of raw values
-(strings from CSV, ``None`` for empty cells) and numerical conversion happens
-where the feature type is known.
+One code path for CSV, JSON lines (``.jsonl``, ``.ndjson``) and Parquet:
+pyarrow reads the file in C, and each column comes back as numpy arrays in
+one pass, never as Python values:
+
+- a *numeric* column (Arrow integer, floating or decimal type) as float64
+  with NaN for missing values (:class:`NumericColumn`);
+- a *categorical* column (Arrow string, boolean, dictionary, dates...) as
+  int32 codes into a list of distinct strings, ``-1`` for missing, encoded by
+  Arrow's ``dictionary_encode`` (:class:`CategoricalColumn`);
+- a column with no value at all as :class:`EmptyColumn` (its type is decided
+  by the other table, or it is reported as unusable).
+
+Missing values: the spellings in :data:`NULL_SPELLINGS` (``NA``, ``null``,
+``N/A``, ``None``, ``#N/A``, ``nan``, the empty cell, ...) are nulls in every
+column type and every format (JSON ``null`` too).
+
+Types: a column's type comes from its Arrow type, unless the caller says
+which features are numerical or categorical (``types``): the reference
+decides the types used for the current file, and a config decides both.
+A text column whose values are numbers but for a few (:data:`NUMERIC_SHARE`)
+is not quietly taken as categorical: it is an error naming the file, the column and a value that is
+not a number (:func:`load_table`, ``on_non_numeric``).
+
+pyarrow is imported by the functions that read files, not at module level,
+so that an exporter whose reference is a frozen profile never loads it
+(about 110 ms and 40 MB of RSS; docs/drift.md).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+#: Cell values read as missing, in every column and file format.
+NULL_SPELLINGS: tuple[str, ...] = (
+    "", "NA", "N/A", "n/a", "na", "NaN", "nan", "NAN", "-NaN", "-nan", "null", "NULL", "Null",
+    "None", "none", "NONE", "#N/A", "#N/A N/A", "#NA", "<NA>", "1.#IND", "1.#QNAN", "-1.#IND", "-1.#QNAN",
+)
+
+#: A number as text (what float() reads, infinities and NaN included).
+_NUMBER_RE = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"
+
+#: A text column is taken for a numerical one with stray bad values (an
+#: error) when at least this share of its non-missing values are numbers;
+#: below it, it is categorical (codes such as "1", "2", "x").
+NUMERIC_SHARE = 0.95
 
 
 class DataError(ValueError):
     """A data file that cannot be used, with the file named."""
 
 
-def load_table(path: str | Path) -> dict[str, list[Any]]:
+@dataclass(frozen=True, slots=True)
+class NumericColumn:
+    """float64 values; NaN is missing (infinities are kept as read)."""
+
+    values: np.ndarray
+    kind: Literal["numerical"] = "numerical"
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoricalColumn:
+    """int32 ``codes`` into ``dictionary`` (distinct strings); -1 is missing."""
+
+    codes: np.ndarray
+    dictionary: list[str]
+    kind: Literal["categorical"] = "categorical"
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def counts(self) -> np.ndarray:
+        """Occurrences of each dictionary entry."""
+        c = self.codes
+        return np.bincount(c[c >= 0], minlength=len(self.dictionary))
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyColumn:
+    """A column without any value (every cell missing)."""
+
+    rows: int
+    kind: Literal["empty"] = "empty"
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+Column = NumericColumn | CategoricalColumn | EmptyColumn
+
+
+@dataclass(slots=True)
+class Table:
+    """A data file's columns (all ``rows`` long), in file order."""
+
+    path: Path
+    rows: int
+    columns: dict[str, Column]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def __getitem__(self, name: str) -> Column:
+        return self.columns[name]
+
+    def __iter__(self) -> Any:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def load_table(
+    path: str | Path,
+    types: Mapping[str, str] | None = None,
+    on_non_numeric: Literal["error", "missing"] = "error",
+) -> Table:
+    """Read ``path`` (CSV unless it ends in ``.jsonl``/``.ndjson``/``.parquet``).
+
+    ``types`` maps column names to ``"numerical"`` or ``"categorical"``; the
+    other columns are typed from their Arrow type.  A numerical column
+    stored as text is parsed; its non-numeric values are an error naming
+    the file, column and one such value (``on_non_numeric="error"``, for
+    reference data), or missing values (``"missing"``, for current data, as
+    the exporter counts them).
+    """
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise DataError(f"{p}: no such file")
+    types = dict(types or {})
     suffix = p.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson"):
-            cols = _load_jsonl(p)
+            table = _read_jsonl(p)
         elif suffix == ".parquet":
-            cols = _load_parquet(p)
+            table = _read_parquet(p)
         else:
-            cols = _load_csv(p)
+            table = _read_csv(p, types)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{p}: cannot read: {exc}") from None
-    if not cols or not any(len(v) for v in cols.values()):
+    if table.num_rows == 0:
         raise DataError(f"{p}: no data rows")
-    return cols
+    names = [str(n) for n in table.column_names]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{p}: duplicate column {', '.join(repr(d) for d in dupes)} in the header")
+    cols: dict[str, Column] = {}
+    for name, arr in zip(names, table.columns):
+        cols[name] = _column(p, name, arr, types.get(name), on_non_numeric)
+    rows = int(table.num_rows)
+    del table, arr
+    _release_arrow_memory()
+    return Table(path=p, rows=rows, columns=cols)
 
 
-def _load_csv(p: Path) -> dict[str, list[Any]]:
-    with p.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM (spreadsheet exports)
-        reader = csv.reader(fh)
+def _release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the system: an exporter that
+    profiled a large reference at start-up should not keep the file's
+    memory for its whole life."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
+    # Lazy: pyarrow only loads when a data file is read (module docs).
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # the header, to check it and map stripped names
         try:
-            header = next(reader)
+            header = next(csv.reader(fh))
         except StopIteration:
             raise DataError(f"{p}: empty file") from None
-        header = [h.strip() for h in header]
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"{p}: duplicate column {', '.join(repr(d) for d in dupes)} in the header")
-        if any(not h for h in header):
-            raise DataError(f"{p}: empty column name in the header (column {header.index('') + 1})")
-        cols: dict[str, list[Any]] = {h: [] for h in header}
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{p}: line {lineno}: {len(row)} fields, header has {len(header)}")
-            for h, v in zip(header, row):
-                cols[h].append(v if v != "" else None)
-    return cols
+    stripped = [h.strip() for h in header]
+    if any(not h for h in stripped):
+        raise DataError(f"{p}: empty column name in the header (column {stripped.index('') + 1})")
+    # Categorical features stay text (a code "007" keeps its zeros).
+    column_types = {s: pa.string() for s in stripped if types.get(s) == "categorical"}
+    bad_rows: list[Any] = []
+
+    def invalid_row(row: Any) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    try:
+        table = pacsv.read_csv(
+            p,
+            read_options=pacsv.ReadOptions(column_names=stripped, skip_rows=1),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
+            convert_options=pacsv.ConvertOptions(
+                null_values=list(NULL_SPELLINGS), strings_can_be_null=True, quoted_strings_can_be_null=True,
+                column_types=column_types,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if bad_rows:
+            r = bad_rows[0]
+            where = f"line {r.number}: " if r.number is not None else ""
+            raise DataError(f"{p}: {where}{r.actual_columns} fields, header has {r.expected_columns} "
+                            f"(row {r.text[:60]!r})") from None
+        raise DataError(f"{p}: cannot parse CSV: {_arrow_message(exc)}") from None
+    return table
 
 
-def _load_jsonl(p: Path) -> dict[str, list[Any]]:
-    rows = []
+def _read_jsonl(p: Path) -> pa.Table:
+    # Lazy: pyarrow only loads when a data file is read (module docs).
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    try:
+        return pajson.read_json(p)
+    except pa.ArrowInvalid as exc:
+        msg = _arrow_message(exc)
+        if "changed from" not in msg:
+            raise DataError(f"{p}: invalid JSON lines: {msg}") from None
+    # A column mixing numbers and text ({"x": 1} then {"x": "NA"}): Arrow
+    # cannot type it, so such files are parsed here and every mixed column
+    # becomes text, which _column then types like a CSV column.
+    rows: list[dict[str, Any]] = []
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}: line {lineno}: invalid JSON: {exc.msg}") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}: line {lineno}: invalid JSON: {e.msg}") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{p}: line {lineno}: expected a JSON object")
             rows.append(obj)
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r))
-    return {n: [r.get(n) for r in rows] for n in names}
+    arrays = {}
+    for n in names:
+        values = [r.get(n) for r in rows]
+        try:
+            arrays[n] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays[n] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return pa.table(arrays)
 
 
-def _load_parquet(p: Path) -> dict[str, list[Any]]:
+def _read_parquet(p: Path) -> pa.Table:
+    # Lazy: pyarrow only loads when a data file is read (module docs).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
-    except ImportError:
-        raise DataError(f"{p}: reading Parquet needs the optional extra: pip install 'modelmon[parquet]'") from None
-    try:
-        table = pq.read_table(p)
-    except Exception as exc:  # pyarrow raises its own error types
-        raise DataError(f"{p}: cannot read Parquet: {exc}") from None
-    return table.to_pydict()
+        return pq.read_table(p)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{p}: cannot read Parquet: {_arrow_message(exc)}") from None
+
+
+def _arrow_message(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: str) -> Column:
+    """One Arrow column as numpy (module docs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    rows = len(arr)
+    if arr.null_count == rows:
+        return EmptyColumn(rows)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        if wanted == "categorical":
+            return _categorical(pc.cast(arr, pa.string()))
+        values = pc.cast(arr, pa.float64()).to_numpy()
+        return NumericColumn(np.ascontiguousarray(values, dtype=np.float64))
+    if pa.types.is_boolean(t):
+        if wanted == "numerical":
+            return NumericColumn(pc.cast(arr, pa.float64()).to_numpy().astype(np.float64))
+        codes = pc.fill_null(pc.cast(arr, pa.int32()), -1).to_numpy().astype(np.int32)
+        return CategoricalColumn(codes, ["False", "True"])  # Python's spelling, as str(True)
+    if pa.types.is_dictionary(t):
+        arr = pc.cast(arr, pa.string()) if not pa.types.is_string(t.value_type) else arr
+    elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        try:
+            arr = pc.cast(arr, pa.string())
+        except pa.ArrowException:
+            raise DataError(f"{p}: column {name!r}: unsupported type {t}") from None
+    col = _categorical(arr)
+    if wanted == "categorical":
+        return col
+    numbers, bad = _parse_numbers(col)
+    present = int(np.count_nonzero(col.codes >= 0))
+    counts = col.counts()
+    bad_count = int(counts[bad].sum()) if bad.size else 0
+    if wanted == "numerical" or (present and (present - bad_count) / present >= NUMERIC_SHARE):
+        if bad_count and on_non_numeric == "error":
+            first = int(np.flatnonzero(np.isin(col.codes, bad))[0])
+            example = col.dictionary[int(col.codes[first])]
+            raise DataError(
+                f"{p}: column {name!r}: non-numeric value {example!r} (row {first + 1}; {bad_count} of {present} "
+                f"values are not numbers) in a numerical column; fix the data, spell missing values "
+                f"as empty, NA or null, or declare the feature categorical in a config"
+            )
+        lookup = np.append(numbers, np.nan)  # code -1 (missing) reads the trailing NaN
+        return NumericColumn(lookup[col.codes])
+    return col
+
+
+def _categorical(arr: Any) -> CategoricalColumn:
+    """Dictionary-encode a text column in Arrow; the missing spellings are -1."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+    dictionary = enc.dictionary.cast(pa.string()).to_pylist()  # one entry per distinct value
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32)
+    null_mask = np.isin(np.asarray(dictionary, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
+    if null_mask.any():
+        keep = ~null_mask
+        remap = np.full(len(dictionary) + 1, -1, dtype=np.int32)
+        remap[: len(dictionary)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
+        codes = remap[codes]  # -1 stays -1 (the trailing slot)
+        dictionary = [d for d, k in zip(dictionary, keep) if k]
+    return CategoricalColumn(codes, dictionary)
+
+
+def _parse_numbers(col: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:
+    """Each dictionary entry as a float (NaN when not a number) and the
+    indices of the entries that are not numbers; vectorised in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    d = pa.array(col.dictionary, type=pa.string())
+    ok = pc.match_substring_regex(d, _NUMBER_RE, ignore_case=True).to_numpy(zero_copy_only=False)
+    numbers = np.full(len(col.dictionary), np.nan)
+    if ok.any():
+        good = pc.utf8_trim_whitespace(pc.filter(d, pa.array(ok)))
+        numbers[ok] = pc.cast(good, pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers, np.flatnonzero(~ok)
+
+
+def categorical_from_values(values: Any) -> CategoricalColumn:
+    """A categorical column from in-memory values (lists or numpy arrays, as
+    the simulator and tests pass them), compared as strings.  None and NaN
+    read as "None" and "nan", which are missing spellings, so they are -1
+    like the other spellings; no Python loop per value (numpy's C ``astype``
+    and ``unique``)."""
+    arr = np.asarray(values)
+    text = arr if arr.dtype.kind == "U" else arr.astype(str)
+    dictionary, inverse = np.unique(text.reshape(-1), return_inverse=True)
+    codes = inverse.reshape(-1).astype(np.int32)
+    names = [str(d) for d in dictionary]  # one entry per distinct value
+    null_mask = np.isin(np.asarray(names, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
+    if not null_mask.any():
+        return CategoricalColumn(codes, names)
+    keep = ~null_mask
+    remap = np.full(len(names) + 1, -1, dtype=np.int32)
+    remap[: len(names)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    return CategoricalColumn(remap[codes], [d for d, k in zip(names, keep) if k])

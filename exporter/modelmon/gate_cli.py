@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from .config import parse_duration
-from .gate import GateInputError, default_gate, format_table, load_gate, run_gate
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +34,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    # Imported here, not at module level, for start-up cost: the gate loads
+    # requests (and certifi), and ``modelmon --help`` builds this parser.
+    from .gate import GateInputError, default_gate, format_table, load_gate, run_gate
+
     try:
         overrides: dict[str, Any] = {
             "prometheus_url": args.prometheus_url, "model": args.model,

@@ -27,7 +27,10 @@ import numpy as np
 
 from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
+from .drift.multivariate import MultivariateResult
 from .drift.reference import ReferenceProfile, to_float_array
+from .estimation.cbpe import CBPEResult
+from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
 from .quality import QualityReport, compute_quality
 from .windows import ColumnSpec, TimeWindow
@@ -90,6 +93,8 @@ class ModelMonitor:
         #: Cumulative (fleet-mergeable) counts per reference bin / category.
         self.num_bin_totals = np.zeros((len(self.num_names), num_slots), dtype=np.int64)
         self.cat_totals = np.zeros((len(self.cat_names), cat_slots), dtype=np.int64)
+        #: Label-free estimators fitted on the reference (None unless enabled).
+        self.estimators = load_estimators(profile, cfg)
         self.groups = list(cfg.fairness.groups)
         self._group_index = {g: i for i, g in enumerate(self.groups)}
         fcols = {
@@ -98,6 +103,10 @@ class ModelMonitor:
             "cat": ColumnSpec(np.int16, max(len(self.cat_names), 1), codes=cat_slots, fill=-1),
             "error": ColumnSpec(np.int8, 1, codes=2),
         }
+        if self.estimators.cbpe is not None:
+            # Every served prediction, labelled or not: what CBPE estimates from.
+            fcols["pred_pos"] = ColumnSpec(np.float64, 1, fill=math.nan)
+            fcols["score"] = ColumnSpec(np.float64, 1, fill=math.nan)
         qcols = {
             "pred": ColumnSpec(np.float64, 1, fill=math.nan),
             "label": ColumnSpec(np.float64, 1, fill=math.nan),
@@ -109,6 +118,8 @@ class ModelMonitor:
         self.labelled = {w.name: TimeWindow(w.name, w.duration_seconds, w.max_events, qcols) for w in config.windows}
         self._drift_cache: dict[str, DriftReport] = {}
         self._quality_cache: dict[str, tuple[float, QualityReport]] = {}
+        self._estimate_cache: dict[str, tuple[float, CBPEResult]] = {}
+        self._multivariate_cache: dict[str, tuple[float, MultivariateResult]] = {}
         self._drift_lock = threading.Lock()
 
     # ------------------------------------------------------------------ intake
@@ -170,6 +181,9 @@ class ModelMonitor:
                 if valid.size:
                     self.cat_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
         cols = {"num": num, "num_bin": num_bin, "cat": cat, "error": err}
+        if self.estimators.cbpe is not None:
+            cols["pred_pos"] = positive_indicator(batch.predictions, self.cfg.positive_class)
+            cols["score"] = scores_array(batch.scores)
         for w in self.windows.values():
             w.append(now, cols, now=now)
         # Events that carry their label are labelled at once.
@@ -346,3 +360,35 @@ class ModelMonitor:
             )
             self._quality_cache[window] = (now, rep)
             return rep
+
+    def estimated_performance(self, window: str) -> CBPEResult | None:
+        """Label-free metric estimates of a window (cached like drift)."""
+        cbpe = self.estimators.cbpe
+        if cbpe is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._estimate_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.windows[window].snapshot(now=now, columns=("pred_pos", "score"))
+            res = cbpe.estimate(snap.columns["score"][0], snap.columns["pred_pos"][0])
+            self._estimate_cache[window] = (now, res)
+            return res
+
+    def multivariate(self, window: str) -> MultivariateResult | None:
+        """PCA reconstruction error of a window's rows (cached like drift)."""
+        model = self.estimators.multivariate
+        if model is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._multivariate_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.windows[window].snapshot(now=now, columns=("num", "cat"))
+            num = {n: snap.columns["num"][i] for i, n in enumerate(self.num_names) if n in model.numerical}
+            codes = {n: snap.columns["cat"][i] for i, n in enumerate(self.cat_names) if n in model.categorical}
+            res = model.evaluate(num, codes)
+            self._multivariate_cache[window] = (now, res)
+            return res

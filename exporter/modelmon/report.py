@@ -20,13 +20,21 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .datasets import CategoricalColumn, EmptyColumn, NumericColumn, Table
+from .drift.reference import (
+    CategoricalProfile,
+    NumericalProfile,
+    ReferenceProfile,
+    to_float_array,
+)
+from .estimation.batch import html_section as label_free_html
 
 NUMERICAL_BINS = 30
 
@@ -66,25 +74,34 @@ def numerical_histogram(profile: NumericalProfile, values: Sequence[Any] | np.nd
     return Histogram(profile.name, "numerical", _shares(ref_counts), _shares(cur_counts), edges=edges.tolist(), clipped=clipped)
 
 
-def categorical_histogram(profile: CategoricalProfile, values: Sequence[Any]) -> Histogram:
-    present = [v for v in values if v is not None and v != "" and not (isinstance(v, float) and math.isnan(v))]
-    codes = profile.codes(present)
+def categorical_histogram(profile: CategoricalProfile, values: Sequence[Any] | CategoricalColumn) -> Histogram:
+    if isinstance(values, CategoricalColumn):
+        codes = profile.column_codes(values)
+    else:
+        present = [v for v in values if v is not None and v != "" and not (isinstance(v, float) and math.isnan(v))]
+        codes = profile.codes(present)
     cur_counts = np.bincount(codes[codes >= 0], minlength=profile.slots)
     return Histogram(profile.name, "categorical", _shares(np.asarray(profile.counts)), _shares(cur_counts),
                      labels=profile.slot_labels())
 
 
-def histograms(profile: ReferenceProfile, current: Mapping[str, Sequence[Any]], features: Sequence[str]) -> dict[str, Histogram]:
+def histograms(profile: ReferenceProfile, current: Mapping[str, Sequence[Any]] | Table,
+               features: Sequence[str]) -> dict[str, Histogram]:
     """Per-feature histograms of the current table against the frozen profile."""
-    out = {}
+    out: dict[str, Histogram] = {}
     for name in features:
         prof = profile.features.get(name)
         if prof is None or name not in current:
             continue
+        col = current[name]
         if isinstance(prof, NumericalProfile):
-            out[name] = numerical_histogram(prof, current[name])
+            if isinstance(col, (CategoricalColumn, EmptyColumn)):
+                continue  # reported as an unusable column
+            out[name] = numerical_histogram(prof, col.values if isinstance(col, NumericColumn) else col)
         else:
-            out[name] = categorical_histogram(prof, current[name])
+            if isinstance(col, (NumericColumn, EmptyColumn)):
+                continue
+            out[name] = categorical_histogram(prof, col)
     return out
 
 
@@ -103,8 +120,8 @@ def svg_chart(h: Histogram) -> str:
     top = max(max(h.reference, default=0.0), max(h.current, default=0.0)) or 1.0
     plot_w, plot_h = _W - _PAD_L - 8, _H - _PAD_B - _PAD_T
     bw = plot_w / max(n, 1)
-    parts = [f'<svg class="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
-             f'aria-label="{html.escape(h.feature)}: reference vs current distribution">']
+    parts = [(f'<svg class="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
+              f'aria-label="{html.escape(h.feature)}: reference vs current distribution">')]
     y0 = _PAD_T + plot_h
     for frac, label in ((0.0, "0"), (0.5, f"{top / 2:.0%}" if top < 1 else f"{top / 2:.2g}"), (1.0, f"{top:.0%}")):
         y = y0 - frac * plot_h
@@ -162,7 +179,7 @@ table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid #e3e6ed;text-align:left;white-space:nowrap}
 th{background:#f4f6fa;cursor:pointer;user-select:none;position:sticky;top:0}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.num{text-align:right}.yes{color:#b42318;font-weight:600}.no{color:#2e7d32}
+td.num{text-align:right}.yes{color:#b42318;font-weight:600}.no{color:#2e7d32}.na{color:#8a6d00}
 .features{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:14px}
 .card{border:1px solid #e3e6ed;border-radius:6px;padding:10px 12px}.card.drifted{border-color:#f3b4b4}
 .card p{margin:2px 0 6px;font-size:12.5px;color:#3d4455}
@@ -187,6 +204,8 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
   });
 });
 """
+
+_STATUS = {"ok": "ok", "below_min_values": "below min_values", "error": "error"}
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -216,37 +235,53 @@ def render_html(doc: Mapping[str, Any], hists: Mapping[str, Histogram], title: s
     meta.append(f"reference: {html.escape(src.get('reference', ''))} ({ref.get('rows', '?')} rows, profile "
                 f"{html.escape(str(ref.get('profile_hash', '?')))})")
     meta.append(f"current: {html.escape(src.get('current', ''))} ({cur.get('rows', '?')} rows)")
+    share = "–" if ds["drifted_share"] is None else f"{ds['drifted_share']:.2f}"
     verdict = (f"Dataset drift: {'YES' if drifted else 'no'} — {ds['drifted_features']} of {ds['total_features']} "
-               f"features drifted (share {ds['drifted_share']:.2f})")
+               f"features drifted (share {share}; features with a verdict)")
+    notes = []
+    if ds.get("below_min_values_features"):
+        notes.append(f"{ds['below_min_values_features']} feature(s) had fewer current values than the method's "
+                     "min_values: no verdict, not counted.")
+    if ds.get("unusable_features"):
+        notes.append(f"{ds['unusable_features']} feature(s) could not be scored (see below).")
     rows = []
     for name, f in feats.items():
         quality = f.get("out_of_range_ratio", f.get("new_category_ratio"))
         rows.append("<tr>" + "".join([
-            f'<td><a href="#f-{html.escape(name, quote=True)}">{html.escape(name)}</a></td>', _cell(f["type"]), _cell(f["method"]),
-            _cell(f["statistic"]), _cell(f["p_value"]), _cell(f["threshold"], "{:g}"), _cell(bool(f["drifted"])),
-            _cell(f.get("values"), "{:.0f}"), _cell(f.get("missing_ratio"), "{:.2%}"), _cell(quality, "{:.2%}"),
+            f'<td><a href="#f-{html.escape(name, quote=True)}">{html.escape(name)}</a></td>', _cell(f["type"]),
+            _cell(f["method"] or "–"), _cell(f["statistic"]), _cell(f["p_value"]), _cell(f["threshold"], "{:g}"),
+            _cell(f["drifted"]), _cell(f.get("values"), "{:.0f}"), _cell(f.get("missing_ratio"), "{:.2%}"),
+            _cell(quality, "{:.2%}"), _cell(_STATUS[f["status"]]),
         ]) + "</tr>")
     cards = []
     for name, f in sorted(feats.items(), key=lambda kv: (not kv[1]["drifted"], kv[0])):
         h = hists.get(name)
-        stat = f"{f['method']} statistic {f['statistic']:.4g}"
-        if f.get("p_value") is not None:
-            stat += f", p-value {f['p_value']:.4g} (drift below {f['threshold']:g})"
+        if f["status"] == "ok":
+            stat = f"{f['method']} statistic {f['statistic']:.4g}"
+            if f.get("p_value") is not None:
+                stat += f", p-value {f['p_value']:.4g} (drift below {f['threshold']:g})"
+            else:
+                stat += f" (drift at or above {f['threshold']:g})"
+            badge = ("yes", "drifted") if f["drifted"] else ("no", "no drift")
+        elif f["status"] == "below_min_values":
+            stat = (f"{f['method']}: {f['values']} current values, below the {f['min_values']} the exporter scores "
+                    "it on: no verdict")
+            badge = ("na", "below min_values")
         else:
-            stat += f" (drift at or above {f['threshold']:g})"
+            stat = f"not scored: {f['error']}"
+            badge = ("na", "error")
         others = [f"{m} {r['statistic']:.3g}{' drifted' if r['drifted'] else ''}" for m, r in f.get("methods", {}).items()
-                  if m != f["method"]]
+                  if m != f["method"] and r["status"] == "ok" and f["status"] == "ok"]
         note = f"; {h.clipped} current values outside the plotted range are counted in the end bins" if h and h.clipped else ""
         cards.append(
             f'<div class="card{" drifted" if f["drifted"] else ""}" id="f-{html.escape(name, quote=True)}">'
-            f'<h3>{html.escape(name)} <span class="{"yes" if f["drifted"] else "no"}">'
-            f'{"drifted" if f["drifted"] else "no drift"}</span></h3>'
+            f'<h3>{html.escape(name)} <span class="{badge[0]}">{badge[1]}</span></h3>'
             f"<p>{html.escape(f['type'])}; {html.escape(stat)}"
             f"{html.escape('; also ' + ', '.join(others)) if others else ''}{html.escape(note)}</p>"
             f"{svg_chart(h) if h else '<p>(no histogram)</p>'}</div>"
         )
     head = ("feature", "type", "method", "statistic", "p-value", "threshold", "drifted", "values", "missing",
-            "out of range / new category")
+            "out of range / new category", "status")
     return "".join([
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
@@ -254,15 +289,16 @@ def render_html(doc: Mapping[str, Any], hists: Mapping[str, Histogram], title: s
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>", "".join(f'<div class="meta">{m}</div>' for m in meta),
         f'<div class="verdict {"drift" if drifted else "ok"}">{html.escape(verdict)}</div>',
+        "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes),
         '<h2>Features</h2><p class="meta">Click a column to sort.</p>',
         '<table class="sortable" id="features"><thead><tr>', "".join(f"<th>{h}</th>" for h in head),
-        "</tr></thead><tbody>", "".join(rows), "</tbody></table>",
+        "</tr></thead><tbody>", "".join(rows), "</tbody></table>", label_free_html(doc),
         "<h2>Distributions: reference vs current</h2>", '<div class="features">', "".join(cards), "</div>",
         f"<script>{_JS}</script></body></html>\n",
     ])
 
 
-def write_report(doc: Mapping[str, Any], profile: ReferenceProfile, current: Mapping[str, Sequence[Any]],
+def write_report(doc: Mapping[str, Any], profile: ReferenceProfile, current: Mapping[str, Sequence[Any]] | Table,
                  reference_path: str, current_path: str, title: str | None = None) -> str:
     """Histograms + page in one call (what ``modelmon drift --format html`` uses)."""
     hists = histograms(profile, current, list(doc["features"]))

@@ -5,16 +5,21 @@ named numpy columns.  Rows leave the window when they are older than its
 duration.  Memory is fixed at start-up: ``capacity x columns``, whatever the
 traffic.
 
-When traffic would put more than ``capacity`` rows into one window duration
-(1000 req/s is 3.6 million rows an hour), the window *samples*: each arriving
-row is admitted with probability ``p = 0.95 * capacity / (rate * duration)``,
-where ``rate`` is the arrival rate measured over the recent past.  The rows
-held are then a random sample spread over the whole duration, so a "1h"
-window really describes the last hour and not only its last minutes.  Each
-row remembers ``1/p`` so :meth:`TimeWindow.estimated_count` still estimates
-how many rows *arrived* in the window (a Horvitz-Thompson sum).  If the rate
-jumps faster than the estimate follows, the ring overwrites its oldest rows:
-the cap holds in every case.
+Sampling starts only when the window is really full: while the rows that
+arrived within the last ``duration`` fit into ``capacity``, every row is
+kept and counts (rows, label coverage, rates) are exact.  When an append
+would overflow the ring, the window *thins*: every row held and arriving is
+kept independently with a probability chosen so that about
+``TARGET_FILL x capacity`` rows remain, and each kept row's weight becomes
+``1 / (its overall inclusion probability)``; new rows are then admitted with
+that lower probability.  All rows of a steady stream end up with the same
+inclusion probability, so the rows held are a uniform random sample of the
+whole duration (a "1h" window describes the last hour, not its last
+minutes), and :meth:`TimeWindow.estimated_count` (the Horvitz-Thompson sum
+of weights) is an unbiased estimate of the arrivals in the window.  When
+traffic falls and the window is less than half full, the admission
+probability doubles back towards 1.  No rate is extrapolated from a short
+burst, so a burst never makes the window drop rows it has room for.
 
 *Counted* columns hold small integer codes (a reference bin, a category, an
 error flag); the window keeps their per-code counts up to date as rows enter
@@ -30,9 +35,8 @@ minutes", the same thing Prometheus's ``rate()`` looks at.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -54,17 +58,18 @@ class ColumnSpec:
 class TimeWindow:
     """A bounded, time-ordered ring of rows.  Thread-safe."""
 
-    #: Share of the capacity the sampler aims at, leaving room for rate jumps.
-    TARGET_FILL = 0.95
+    #: Share of the capacity a thinning pass leaves (the rest is headroom, so
+    #: thinning, an O(capacity) pass, happens about log(N/capacity)/0.1 times
+    #: while N arrivals fill a window, not on every append).
+    TARGET_FILL = 0.9
 
     def __init__(self, name: str, duration: float, capacity: int, columns: Mapping[str, ColumnSpec],
                  sampling: bool = True, seed: int | None = None):
         self.name = name
         self.sampling = sampling
         self._rng = np.random.default_rng(seed)
-        self._arrivals = 0
-        #: (time, arrivals so far) checkpoints over about one window duration.
-        self._checkpoints: deque[tuple[float, int]] = deque()
+        #: Probability with which a new row is admitted (1 until the window is full).
+        self._p = 1.0
         self.duration = float(duration)
         self.capacity = int(capacity)
         self.specs = dict(columns)
@@ -87,20 +92,27 @@ class TimeWindow:
         if n == 0:
             return
         with self._lock:
-            t = float(ts_arr[-1]) if now is None else now
-            p = self._admission(t, n)
-            if p < 1.0:
-                keep = self._rng.random(n) < p
-                ts_arr = ts_arr[keep]
-                cols = {k: v[:, keep] for k, v in cols.items()}
-                n = int(keep.sum())
+            if now is not None:
+                self._evict(now)  # room freed by old rows is room for these
+            weight = np.ones(n)
+            if self.sampling:
+                if self._p < 1.0 and self._size < self.capacity // 2:
+                    self._p = min(1.0, 2.0 * self._p)
+                if self._p < 1.0:
+                    keep = self._rng.random(n) < self._p
+                    ts_arr, cols, weight = ts_arr[keep], {k: v[:, keep] for k, v in cols.items()}, weight[keep] / self._p
+                while self._size + len(ts_arr) > self.capacity:
+                    ratio = self.TARGET_FILL * self.capacity / (self._size + len(ts_arr))
+                    self._p *= ratio
+                    self._thin_held(self._p)
+                    keep = self._rng.random(len(ts_arr)) < ratio
+                    ts_arr, cols, weight = ts_arr[keep], {k: v[:, keep] for k, v in cols.items()}, weight[keep] / ratio
+                n = len(ts_arr)
                 if n == 0:
-                    if now is not None:
-                        self._evict(now)
                     return
             if n >= self.capacity:
-                # Only the newest `capacity` rows can survive.
-                ts_arr = ts_arr[-self.capacity :]
+                # Only the newest `capacity` rows can survive (sampling off).
+                ts_arr, weight = ts_arr[-self.capacity :], weight[-self.capacity :]
                 cols = {k: v[:, -self.capacity :] for k, v in cols.items()}
                 self._drop_oldest(self._size)
                 self._start = 0
@@ -111,10 +123,10 @@ class TimeWindow:
             end = (self._start + self._size) % self.capacity
             first = min(n, self.capacity - end)
             self._ts[end : end + first] = ts_arr[:first]
-            self._weight[end : end + first] = 1.0 / p
+            self._weight[end : end + first] = weight[:first]
             if first < n:
                 self._ts[: n - first] = ts_arr[first:]
-                self._weight[: n - first] = 1.0 / p
+                self._weight[: n - first] = weight[first:]
             for k, arr in self._cols.items():
                 src = cols.get(k)
                 if src is None:
@@ -128,23 +140,27 @@ class TimeWindow:
             if now is not None:
                 self._evict(now)
 
-    def _admission(self, now: float, n: int) -> float:
-        """Probability of admitting each of ``n`` rows arriving at ``now``."""
-        if not self.sampling:
-            return 1.0
-        cps = self._checkpoints
-        if not cps or now - cps[-1][0] >= self.duration / 20:
-            cps.append((now, self._arrivals))
-        while len(cps) > 2 and now - cps[1][0] >= self.duration:
-            cps.popleft()
-        t0, a0 = cps[0]
-        self._arrivals += n
-        span = now - t0
-        if span < min(1.0, self.duration):
-            return 1.0  # too young to know the rate
-        rate = (self._arrivals - a0) / span
-        expected = rate * self.duration
-        return 1.0 if expected <= 0 else min(1.0, self.TARGET_FILL * self.capacity / expected)
+    def _thin_held(self, p: float) -> None:
+        """Keep each held row with probability ``min(1, p * weight)`` so its
+        overall inclusion probability becomes ``min(1/weight, p)``; compact
+        the survivors to the ring's start and recount (O(capacity))."""
+        if not self._size:
+            return
+        w = self._ordered(self._weight)
+        keep_p = np.minimum(1.0, p * w)
+        keep = self._rng.random(self._size) < keep_p
+        k = int(keep.sum())
+        new_w = w[keep] / keep_p[keep]
+        ts = self._ordered(self._ts)[keep]
+        kept = {name: self._ordered(arr)[:, keep] for name, arr in self._cols.items()}
+        self._ts[:k] = ts
+        self._weight[:k] = new_w
+        for name, arr in self._cols.items():
+            arr[:, :k] = kept[name]
+        self._start, self._size = 0, k
+        for name, counts in self._counts.items():
+            counts[:] = 0
+            self._count(name, kept[name], +1)
 
     def evict(self, now: float) -> None:
         """Drop rows older than ``now - duration``."""
@@ -201,7 +217,7 @@ class TimeWindow:
                 self._evict(now)
             return float(self._ordered(self._weight).sum()) if self._size else 0.0
 
-    def snapshot(self, now: float | None = None, columns: tuple[str, ...] | None = None) -> "WindowSnapshot":
+    def snapshot(self, now: float | None = None, columns: tuple[str, ...] | None = None) -> WindowSnapshot:
         """A consistent copy of the live rows (oldest first) and their counts."""
         with self._lock:
             if now is not None:

@@ -152,6 +152,30 @@ def build() -> Dashboard:
             min=0,
         ),
     ])
+    multivariate = Row("Multivariate drift (PCA reconstruction)", [
+        timeseries(
+            "Reconstruction error",
+            "Mean PCA reconstruction error of the window's rows (modelmon_multivariate_drift_reconstruction_error, "
+            "docs/estimation.md): it rises when the features stop varying together as in the reference, even when "
+            "each one alone looks unchanged. Dashed red: the reference band for a window of this size.",
+            PLAIN,
+            [Target(f'max({sel("modelmon_multivariate_drift_reconstruction_error", window="$window")})', "error"),
+             Target(f'max({sel("modelmon_multivariate_drift_upper_threshold", window="$window")})', "upper threshold",
+                    threshold=True),
+             Target(f'min({sel("modelmon_multivariate_drift_lower_threshold", window="$window")})', "lower threshold",
+                    threshold=True)],
+            no_value="Multivariate drift not enabled for this model",
+        ),
+        timeseries(
+            "Share of the error by feature",
+            "Each feature's share of the window's squared reconstruction residuals: the features a broken relation "
+            "runs through.",
+            RATIO,
+            [Target(f'max by (feature) ({sel("modelmon_multivariate_drift_feature_error_ratio", window="$window")})',
+                    "{{feature}}")],
+            min=0, max=1, no_value="Multivariate drift not enabled for this model",
+        ),
+    ])
     data_quality = Row("Data quality", [
         _quality("Missing values", "modelmon_feature_missing_ratio", "modelmon_threshold_missing_ratio_max",
                  "Share of events missing the feature"),
@@ -205,6 +229,6 @@ def build() -> Dashboard:
         title="modelmon / Data drift",
         description="Is the input still like the reference data? Per-feature drift against thresholds, p-values, "
                     "dataset drift, sample counts, data quality, fleet-wide PSI and distributions.",
-        rows=[summary, per_feature, dataset, data_quality, fleet, distributions],
+        rows=[summary, per_feature, dataset, multivariate, data_quality, fleet, distributions],
         variables=base_vars(window_var(), method_var(), feature_var()),
     )

@@ -17,12 +17,18 @@ from .common import (
 from .model import Dashboard, Row, Step, Target
 
 NO_LABELS = "No labelled predictions yet"
+
 # The 60 s bucket; "60.0" from this exporter, "60" once Prometheus 3 normalises `le`.
 WITHIN_MINUTE = sel("modelmon_label_delay_seconds_bucket", le="=~60|60.0")
 
 
 def _w(metric: str, **labels: str) -> str:
     return sel(metric, window="$window", **labels)
+
+
+def _accuracy_bound(side: str) -> str:
+    """The accuracy estimate's band (its ``metric`` label clashes with sel()'s first parameter)."""
+    return sel(f"modelmon_quality_estimated_{side}_bound_ratio", window="$window")[:-1] + ', metric="accuracy"}'
 
 
 def _threshold(name: str) -> str:
@@ -76,6 +82,32 @@ def build() -> Dashboard:
             [Target(f'max({_w("modelmon_quality_mean_absolute_error")})', "MAE"),
              Target(f'max({_w("modelmon_quality_root_mean_squared_error")})', "RMSE")],
             min=0, no_value="Classification model, or no labels yet",
+        ),
+    ])
+    estimated = Row("Estimated without labels (CBPE)", [
+        timeseries(
+            "Estimated vs realized accuracy",
+            "Accuracy estimated from the calibrated scores of every prediction in the window, labelled or not "
+            "(modelmon_quality_estimated_accuracy_ratio, docs/estimation.md), with its sampling band (lower / upper "
+            "bound), next to the realized accuracy once labels arrive. A realized value far outside the band means "
+            "the scores are no longer calibrated or the label's meaning changed. Dashed red: the accuracy minimum.",
+            RATIO,
+            [Target(f'max({_w("modelmon_quality_estimated_accuracy_ratio")})', "estimated"),
+             Target(f'min({_accuracy_bound("lower")})', "band lower"),
+             Target(f'max({_accuracy_bound("upper")})', "band upper"),
+             Target(f'max({_w("modelmon_quality_accuracy_ratio")})', "realized"),
+             Target(_threshold("modelmon_threshold_accuracy_min_ratio"), "accuracy minimum", threshold=True)],
+            no_value="Performance estimation not enabled for this model",
+        ),
+        timeseries(
+            "Estimated metrics",
+            "Precision, recall, F1 (positive class) and ROC AUC estimated without labels from the calibrated scores.",
+            RATIO,
+            [Target(f'max({_w("modelmon_quality_estimated_precision_ratio")})', "precision"),
+             Target(f'max({_w("modelmon_quality_estimated_recall_ratio")})', "recall"),
+             Target(f'max({_w("modelmon_quality_estimated_f1_ratio")})', "F1"),
+             Target(f'max({_w("modelmon_quality_estimated_roc_auc_ratio")})', "ROC AUC")],
+            no_value="Performance estimation not enabled for this model",
         ),
     ])
     labels = Row("Labels", [
@@ -175,6 +207,6 @@ def build() -> Dashboard:
         title="modelmon / Quality and fairness",
         description="Is the model still right, and equally right for every group? Quality on labelled predictions, "
                     "label coverage and delay, per-group rates and fairness differences.",
-        rows=[summary, metrics, labels, per_group],
+        rows=[summary, metrics, estimated, labels, per_group],
         variables=base_vars(window_var()),
     )

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from ..pipeline import Pipeline
 from .drift import DriftCollector
+from .estimation import EstimationCollector
 from .health import HealthCollector
 from .quality import QualityCollector
 from .serving import ServingCollector
@@ -20,7 +21,7 @@ def build_registry(pipeline: Pipeline, extra: list | None = None) -> CollectorRe
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     health = HealthCollector(pipeline)
-    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline),
+    for c in (ServingCollector(pipeline), QualityCollector(pipeline), DriftCollector(pipeline), EstimationCollector(pipeline),
               ThresholdCollector(pipeline), *(extra or [])):
         registry.register(health.timed(c))
     registry.register(health)

@@ -66,7 +66,7 @@ class DriftMethod(ABC):
 
     ``has_p_value`` methods are tests: drift when the p-value < threshold.
     The others are distances: drift when statistic >= threshold (``meanstd``
-    keeps the original brief's strict ``>``).  ``threshold`` always means
+    keeps a strict ``>``).  ``threshold`` always means
     what the method's docs say.
     """
 

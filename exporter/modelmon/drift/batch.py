@@ -17,50 +17,50 @@ are given the same profile file.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import DriftConfig, FeatureConfig
-from ..datasets import DataError, load_table
+from ..datasets import (
+    CategoricalColumn,
+    DataError,
+    EmptyColumn,
+    NumericColumn,
+    Table,
+    categorical_from_values,
+    load_table,
+)
 from .engine import DriftEngine, DriftReport
-from .reference import CategoricalProfile, NumericalProfile, ReferenceProfile, build_profile, to_float_array
+from .reference import (
+    CategoricalProfile,
+    NumericalProfile,
+    ProfileError,
+    ReferenceProfile,
+    build_profile,
+    to_float_array,
+)
 
 
 class BatchInputError(ValueError):
     """Input the batch command cannot use; the message names the file and column."""
 
 
-def is_numeric_column(values: Sequence[Any]) -> bool:
-    """True when every present value reads as a number, ``nan`` and ``inf``
-    included (the CLI's type rule: a column is categorical when the config
-    says so or when it is non-numeric).  JSON booleans are categorical."""
-    present = [v for v in values if v is not None and v != ""]
-    if not present:
-        return True  # decided by the other table, or reported as empty
-    if any(type(v) is bool for v in present):
-        return False
-    try:
-        return np.asarray(present, dtype=np.float64).ndim == 1
-    except (TypeError, ValueError):
-        return False
-
-
-def infer_features(ref: Mapping[str, Sequence[Any]], cur: Mapping[str, Sequence[Any]]) -> list[FeatureConfig]:
+def infer_features(ref: Table, cur: Table) -> list[FeatureConfig]:
     """Features for the columns both tables share, in the reference's order.
 
-    The reference decides the type (the current table when the reference
-    column is empty): a stray non-numeric value in the current data is then
-    counted as missing, as the exporter counts it, instead of turning a
-    numerical feature into a categorical one."""
+    The reference column's Arrow type decides (the current column's when
+    the reference column is empty): a stray non-numeric value in the current
+    data is then a missing value, as the exporter counts it, instead of
+    turning a numerical feature into a categorical one."""
     out = []
     for name in ref:
         if name in cur:
-            has_ref = any(v is not None and v != "" for v in ref[name])
-            numeric = is_numeric_column(ref[name] if has_ref else cur[name])
-            out.append(FeatureConfig(name=name, type="numerical" if numeric else "categorical"))
+            col = ref[name] if not isinstance(ref[name], EmptyColumn) else cur[name]
+            out.append(FeatureConfig(name=name, type="categorical" if isinstance(col, CategoricalColumn) else "numerical"))
     return out
 
 
@@ -75,8 +75,10 @@ def load_reference_profile(path: str | Path) -> ReferenceProfile:
         raise DataError(f"{path}: no such file")
     try:
         return ReferenceProfile.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BatchInputError(f"{path}: not a valid reference profile: {exc}") from None
+    except ProfileError as exc:
+        raise BatchInputError(f"not a valid reference profile: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchInputError(f"{path}: cannot read: {exc}") from None
 
 
 @dataclass
@@ -89,36 +91,84 @@ class Window:
     counts: dict[str, np.ndarray]
 
 
-def encode(engine: DriftEngine, table: Mapping[str, Sequence[Any]], rows: int) -> Window:
+@dataclass
+class BatchResult:
+    """What :func:`run` found: the engine's report, the profile, the current
+    table, and the features that could not be scored with the reason."""
+
+    report: DriftReport
+    profile: ReferenceProfile
+    current: Table
+    #: Feature -> why it was not scored (a column without usable values).
+    column_errors: dict[str, str] = field(default_factory=dict)
+    #: Feature types in output order (scored and unusable ones).
+    types: dict[str, str] = field(default_factory=dict)
+    #: Scored feature -> its (method, threshold) pairs, primary first.
+    methods: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.current.rows
+
+
+def table_from_columns(columns: Mapping[str, Any], path: str = "<memory>") -> Table:
+    """A :class:`~modelmon.datasets.Table` from in-memory columns (numpy
+    arrays or lists; lists of strings become categorical columns), for
+    notebooks and tests."""
+    cols: dict[str, Any] = {}
+    for name, values in columns.items():
+        arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+        if arr.dtype.kind in "fiub":
+            cols[name] = NumericColumn(arr.astype(np.float64))
+        else:
+            try:
+                x = to_float_array(list(arr))
+                numeric = all(v is None or isinstance(v, (int, float)) for v in arr)
+            except (TypeError, ValueError):
+                numeric = False
+            cols[name] = NumericColumn(x) if numeric else categorical_from_values(arr)
+    rows = len(next(iter(cols.values()))) if cols else 0
+    return Table(path=Path(path), rows=rows, columns=cols)
+
+
+def encode(engine: DriftEngine, table: Table) -> Window:
     """Encode ``table`` as the exporter's monitor encodes incoming events:
     numerical values as float64 (non-finite -> NaN) with their reference slot,
-    categorical values as codes into the profile's categories."""
+    categorical values as codes into the profile's categories (vectorised:
+    one lookup per distinct value)."""
     lay = engine.layout
     profs = engine.profile.features
+    rows = table.rows
     num_profiles = [profs[n] for n in lay.numerical]
     cat_profiles = [profs[n] for n in lay.categorical]
     num_slots = max((p.slots for p in num_profiles), default=1)
     cat_slots = max((p.slots for p in cat_profiles), default=1)
-    num = np.full((max(len(num_profiles), 1), rows), math.nan)
-    num_bin = np.full((max(len(num_profiles), 1), rows), -1, dtype=np.int16)
+    # Per-feature arrays (the engine indexes rows): the file's own values are
+    # used without a copy unless they hold infinities (missing, as in the exporter).
+    num: list[np.ndarray] = []
+    num_bin: list[np.ndarray] = []
     num_counts = np.zeros((max(len(num_profiles), 1), num_slots), dtype=np.int64)
     for i, prof in enumerate(num_profiles):
         assert isinstance(prof, NumericalProfile)
-        x = to_float_array(table[prof.name])
-        x[~np.isfinite(x)] = math.nan
-        num[i] = x
-        idx = prof.bin_index(x)
-        num_bin[i] = idx
+        col = table[prof.name]
+        x = col.values if isinstance(col, NumericColumn) else np.full(rows, math.nan)
+        if np.isinf(x).any():
+            x = np.where(np.isinf(x), math.nan, x)
+        idx = prof.bin_index(x).astype(np.int16)
+        num.append(x)
+        num_bin.append(idx)
         num_counts[i, : prof.slots] = np.bincount(idx[idx >= 0], minlength=prof.slots)
     cat = np.full((max(len(cat_profiles), 1), rows), -1, dtype=np.int32)
     cat_counts = np.zeros((max(len(cat_profiles), 1), cat_slots), dtype=np.int64)
     for i, prof in enumerate(cat_profiles):
         assert isinstance(prof, CategoricalProfile)
-        values = [None if v is None or v == "" or (isinstance(v, float) and math.isnan(v)) else v for v in table[prof.name]]
-        codes = prof.codes(values)
-        cat[i] = codes
-        cat_counts[i, : prof.slots] = np.bincount(codes[codes >= 0], minlength=prof.slots)
-    return Window(size=rows, columns={"num": num, "num_bin": num_bin, "cat": cat}, counts={"num_bin": num_counts, "cat": cat_counts})
+        col = table[prof.name]
+        if isinstance(col, CategoricalColumn):
+            codes = prof.column_codes(col)
+            cat[i] = codes
+            cat_counts[i, : prof.slots] = np.bincount(codes[codes >= 0], minlength=prof.slots)
+    return Window(size=rows, columns={"num": num, "num_bin": num_bin, "cat": cat},  # type: ignore[dict-item]
+                  counts={"num_bin": num_counts, "cat": cat_counts})
 
 
 def run(
@@ -128,133 +178,199 @@ def run(
     drift: DriftConfig | None = None,
     method: str | None = None,
     dataset_share_threshold: float = 0.5,
-) -> tuple[DriftReport, ReferenceProfile, int]:
+    optional: Iterable[str] = (),
+    prepare_profile: Callable[[ReferenceProfile, Table], None] | None = None,
+) -> BatchResult:
     """Score ``current`` against ``reference`` (a data file or a profile).
 
     ``features`` come from a config; without them every shared column is a
-    feature, typed by :func:`infer_features` (or by the profile).  Raises
+    feature, typed by :func:`infer_features` (or by the profile); features
+    named in ``optional`` may be absent from the current file.  Each method
+    is scored only on at least as many values as the exporter requires
+    (``drift.min_samples`` and the method's noise floor).  A feature whose
+    column has no usable value is left out of scoring and listed in
+    ``column_errors``; the others are scored.  Raises
     :class:`BatchInputError` / :class:`~modelmon.datasets.DataError` with a
-    message naming the file and column.
+    message naming the file and column for input nothing can be scored on.  ``prepare_profile(profile, table)``
+    runs on a profile built from a raw reference file (to fit more sections).
     """
     drift = drift or DriftConfig()
-    cur = load_table(current)
-    rows = _rows(cur, current)
+    declared = {f.name: f.type for f in features} if features is not None else {}
+    errors: dict[str, str] = {}
     if looks_like_profile(reference):
         profile = load_reference_profile(reference)
+        types = declared or {n: p.type for n, p in profile.features.items()}
+        cur = load_table(current, types=types, on_non_numeric="missing")
         if features is None:
             features = [FeatureConfig(name=n, type=p.type) for n, p in profile.features.items() if n in cur]
         missing = [f.name for f in features if f.name not in profile.features]
         if missing:
             raise BatchInputError(f"{reference}: the profile has no feature {', '.join(missing)}")
     else:
-        ref = load_table(reference)
-        ref_rows = _rows(ref, reference)
+        ref = load_table(reference, types=declared, on_non_numeric="error")
         if features is None:
+            # The reference decides the current file's types (infer_features).
+            ref_types = {n: _kind(c) for n, c in ref.columns.items() if not isinstance(c, EmptyColumn)}
+            cur = load_table(current, types=ref_types, on_non_numeric="missing")
             features = infer_features(ref, cur)
-        missing = [f.name for f in features if f.name not in ref]
-        if missing:
-            raise BatchInputError(f"{reference}: no column {', '.join(repr(m) for m in missing)}")
-        _check_present(ref, features, reference)
+        else:
+            cur = load_table(current, types=declared, on_non_numeric="missing")
+        absent = [f.name for f in features if f.name not in ref]
+        if absent:
+            raise BatchInputError(f"{reference}: no column {', '.join(repr(m) for m in absent)}")
+        for f in features:
+            why = _unusable(ref[f.name], f.type)
+            if why:
+                errors[f.name] = f"{reference}: column {f.name!r} {why}"
+        usable = [f for f in features if f.name not in errors]
         try:
-            profile = build_profile(ref, features, bins=drift.bins,
-                                    sample_size=max(drift.reference_sample_size, ref_rows),
-                                    top_k=drift.top_k_categories)
+            profile = build_profile(ref, usable, bins=drift.bins, sample_size=max(drift.reference_sample_size, ref.rows),
+                                    top_k=drift.top_k_categories, discrete_max=drift.discrete_max_values or None)
+            if prepare_profile is not None:
+                prepare_profile(profile, ref)
         except ValueError as exc:
             raise BatchInputError(f"{reference}: {exc}") from None
+        del ref  # the profile holds what scoring needs; free the raw columns before encoding the current file
+    optional = set(optional)
+    features = [f for f in features if f.name in cur or f.name not in optional]
     if not features:
         raise BatchInputError(f"{reference} and {current} share no columns")
-    missing = [f.name for f in features if f.name not in cur]
-    if missing:
-        raise BatchInputError(f"{current}: no column {', '.join(repr(m) for m in missing)}")
-    _check_present(cur, features, current)
+    absent = [f.name for f in features if f.name not in cur]
+    if absent:
+        raise BatchInputError(f"{current}: no column {', '.join(repr(m) for m in absent)}")
+    for f in features:
+        why = _unusable(cur[f.name], f.type) if f.name not in errors else None
+        if why:
+            errors[f.name] = f"{current}: column {f.name!r} {why}"
+    scored = [f for f in features if f.name not in errors]
+    if not scored:
+        raise BatchInputError("no feature can be scored: " + "; ".join(errors.values()))
     try:
-        engine = DriftEngine(features, profile, drift, dataset_share_threshold, force_method=method, min_samples=1)
+        engine = DriftEngine(scored, profile, drift, dataset_share_threshold, force_method=method, log_errors=False)
     except (KeyError, ValueError) as exc:
         raise BatchInputError(str(exc).strip("'\"")) from None
-    win = encode(engine, cur, rows)
-    return engine.compute("batch", win.size, win.columns, win.counts), profile, rows
+    win = encode(engine, cur)
+    report = engine.compute("batch", win.size, win.columns, win.counts)
+    return BatchResult(report=report, profile=profile, current=cur, column_errors=errors,
+                       types={f.name: f.type for f in features},
+                       methods={p.name: list(p.methods) for p in engine.plans})
 
 
-def _rows(table: Mapping[str, Sequence[Any]], path: str | Path) -> int:
-    lengths = {len(v) for v in table.values()}
-    if len(lengths) != 1:
-        raise BatchInputError(f"{path}: columns have different lengths")
-    rows = lengths.pop()
-    if rows == 0:
-        raise DataError(f"{path}: no data rows")
-    return rows
+def _kind(col: Any) -> str:
+    return "categorical" if isinstance(col, CategoricalColumn) else "numerical"
 
 
-def _check_present(table: Mapping[str, Sequence[Any]], features: Sequence[FeatureConfig], path: str | Path) -> None:
-    """Every feature needs at least one usable value."""
-    for f in features:
-        col = table[f.name]
-        if f.type == "numerical":
-            x = to_float_array(col)
-            if not np.isfinite(x).any():
-                raise BatchInputError(f"{path}: column {f.name!r} has no numerical values (all missing, NaN or non-numeric)")
-        elif not any(v is not None and v != "" and not (isinstance(v, float) and math.isnan(v)) for v in col):
-            raise BatchInputError(f"{path}: column {f.name!r} has no values (all missing)")
+def _unusable(col: Any, ftype: str) -> str | None:
+    """Why a column cannot be scored as ``ftype``, or None."""
+    if isinstance(col, EmptyColumn):
+        return f"has no values (all {len(col)} missing)"
+    if ftype == "numerical":
+        if isinstance(col, CategoricalColumn):
+            return "is text, not numbers"
+        if not np.isfinite(col.values).any():
+            return f"has no numerical values (all {len(col)} missing, NaN, infinite or non-numeric)"
+    elif isinstance(col, CategoricalColumn) and not (col.codes >= 0).any():
+        return f"has no values (all {len(col)} missing)"
+    return None
 
 
-def report_json(report: DriftReport, profile: ReferenceProfile, current_rows: int) -> dict[str, Any]:
-    """The issue's JSON shape (plus extra keys: every method's result, data
-    quality, the profile hash)."""
+def report_json(result: BatchResult) -> dict[str, Any]:
+    """The JSON document ``modelmon drift`` prints (strict JSON: no NaN).
+
+    Per feature, ``status`` is ``"ok"`` (a verdict), ``"below_min_values"``
+    (fewer current values than the exporter scores the primary method on:
+    ``statistic`` and ``drifted`` are null, and the feature does not count
+    toward dataset drift) or ``"error"`` (``error`` says why: an unusable
+    column, or a statistic that is not finite).  ``dataset.total_features``
+    counts the features with a verdict."""
+    report, profile = result.report, result.profile
     feats: dict[str, Any] = {}
-    total = drifted = 0
-    for name, fr in report.features.items():
-        primary = fr.results.get(fr.primary)
-        if primary is None:
+    total = drifted = below = unusable = 0
+    for name, ftype in result.types.items():
+        fr = report.features.get(name)
+        if fr is None:
+            unusable += 1
+            feats[name] = {"type": ftype, "method": None, "status": "error", "error": result.column_errors[name],
+                           "statistic": None, "p_value": None, "threshold": None, "drifted": None}
             continue
-        total += 1
-        drifted += int(primary.drifted)
-        feats[name] = {
+        primary = fr.results.get(fr.primary)
+        need = fr.required.get(fr.primary, 1)
+        if primary is not None:
+            status = "ok"
+            total += 1
+            drifted += int(primary.drifted)
+        elif fr.primary in fr.errors:
+            status = "error"
+            unusable += 1
+        else:
+            status = "below_min_values"
+            below += 1
+        entry: dict[str, Any] = {
             "type": fr.type,
             "method": fr.primary,
-            "statistic": primary.statistic,
-            "p_value": primary.p_value,
-            "threshold": primary.threshold,
-            "drifted": primary.drifted,
+            "status": status,
+            "statistic": None if primary is None else primary.statistic,
+            "p_value": None if primary is None else primary.p_value,
+            "threshold": dict(result.methods[name]).get(fr.primary),
+            "drifted": None if primary is None else primary.drifted,
             "values": fr.n,
-            # The exporter would not score the method on so few values (its
-            # noise floor, docs/drift.md): the verdict is shown but unreliable.
-            "min_values": fr.required.get(fr.primary, 1),
-            "below_min_values": fr.n < fr.required.get(fr.primary, 1),
+            # The exporter's noise floor (docs/drift.md): below it, no verdict.
+            "min_values": need,
+            "below_min_values": fr.n < need,
             "missing_ratio": fr.missing_ratio,
             **({"out_of_range_ratio": fr.out_of_range_ratio} if fr.type == "numerical" else {}),
             **({"new_category_ratio": fr.new_category_ratio} if fr.type == "categorical" else {}),
-            "methods": {
-                m: {"statistic": r.statistic, "p_value": r.p_value, "threshold": r.threshold, "drifted": r.drifted,
-                    "min_values": fr.required.get(m, 1)}
-                for m, r in fr.results.items() if r is not None
-            },
+            "methods": {},
         }
-    share = report.drifted_share if report.drifted_share is not None else 0.0
+        if status == "error":
+            entry["error"] = fr.errors[fr.primary]
+        for m, thr in result.methods[name]:
+            r = fr.results.get(m)
+            entry["methods"][m] = {
+                "statistic": None if r is None else r.statistic, "p_value": None if r is None else r.p_value,
+                "threshold": thr, "drifted": None if r is None else r.drifted, "min_values": fr.required.get(m, 1),
+                "status": "ok" if r is not None else ("error" if m in fr.errors else "below_min_values"),
+                **({"error": fr.errors[m]} if m in fr.errors else {}),
+            }
+        feats[name] = entry
     return {
         "features": feats,
         "dataset": {
             "drifted_features": drifted,
             "total_features": total,
-            "drifted_share": share,
+            "drifted_share": (drifted / total) if total else None,
             "drifted": bool(report.dataset_drifted),
+            "below_min_values_features": below,
+            "unusable_features": unusable,
         },
         "reference": {"rows": profile.rows, "profile_hash": profile.hash},
-        "current": {"rows": current_rows},
+        "current": {"rows": result.rows},
     }
 
 
 def report_table(doc: Mapping[str, Any]) -> str:
     """A fixed-width table of the JSON document, for humans."""
-    head = ("feature", "type", "method", "statistic", "p_value", "threshold", "drifted")
+    head = ("feature", "type", "method", "statistic", "p_value", "threshold", "drifted", "values", "status")
     rows = [head]
     for name, f in doc["features"].items():
-        rows.append((name, f["type"], f["method"], f"{f['statistic']:.6g}",
-                     "-" if f["p_value"] is None else f"{f['p_value']:.4g}", f"{f['threshold']:g}",
-                     "yes" if f["drifted"] else "no"))
+        rows.append((name, f["type"], f["method"] or "-",
+                     "-" if f["statistic"] is None else f"{f['statistic']:.6g}",
+                     "-" if f["p_value"] is None else f"{f['p_value']:.4g}",
+                     "-" if f["threshold"] is None else f"{f['threshold']:g}",
+                     "-" if f["drifted"] is None else ("yes" if f["drifted"] else "no"),
+                     str(f.get("values", "-")),
+                     {"ok": "ok", "below_min_values": f"below min_values ({f.get('min_values')})",
+                      "error": "error"}[f["status"]]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     d = doc["dataset"]
     lines.append("")
+    share = "-" if d["drifted_share"] is None else f"{d['drifted_share']:.3f}"
     lines.append(f"dataset: {d['drifted_features']}/{d['total_features']} features drifted "
-                 f"(share {d['drifted_share']:.3f}) -> {'DRIFT' if d['drifted'] else 'no drift'}")
+                 f"(share {share}) -> {'DRIFT' if d['drifted'] else 'no drift'}")
+    if d["below_min_values_features"]:
+        lines.append(f"{d['below_min_values_features']} feature(s) below min_values: no verdict, not counted")
+    for name, f in doc["features"].items():
+        if f["status"] == "error":
+            lines.append(f"error: {name}: {f['error']}")
     return "\n".join(lines)

@@ -20,6 +20,10 @@ label, never changes between windows):
   (numerical) / Jensen-Shannon distance (categorical), drift at >= 0.1;
 - PSI is always added (0.1 warn; the alert rules use 0.25 as critical).
 
+A statistic or p-value that is not finite (NaN, infinity: values too extreme
+for the method) is no verdict: the method's result is None and
+``FeatureReport.errors`` says why.
+
 The first method of a feature is its *primary* method: it decides whether the
 feature counts as drifted for dataset drift, and a feature's own
 ``threshold`` setting applies to it (the other methods keep their defaults,
@@ -35,12 +39,15 @@ small thread pool (numpy releases the GIL while sorting).
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,9 +108,13 @@ class FeatureReport:
     #: a rare reference category, and the rate is unknown (None).
     new_category_ratio: float | None
     primary: str
-    results: dict[str, DriftResult | None]  # None: fewer values than the method requires
+    #: None: fewer values than the method requires, or an error (``errors``).
+    results: dict[str, DriftResult | None]
     #: Per method: the fewest values the exporter scores it on.
     required: dict[str, int] = field(default_factory=dict)
+    #: Per method: why it has no result although enough values were there
+    #: (a statistic that is not finite: values too extreme for the method).
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def drifted(self) -> bool | None:
@@ -134,6 +145,8 @@ class FeatureLayout:
         self.row.update({name: i for i, name in enumerate(self.categorical)})
 
 
+log = logging.getLogger(__name__)
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -141,7 +154,7 @@ _pool_lock = threading.Lock()
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001
+        if _pool is None or _pool._max_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelmon-drift")
         return _pool
 
@@ -158,6 +171,7 @@ class DriftEngine:
         force_method: str | None = None,
         min_samples: int | None = None,
         workers: int = DEFAULT_WORKERS,
+        log_errors: bool = True,
     ):
         """``force_method`` replaces the methods of every feature it applies to
         (the others keep their configured or default methods).  Each method
@@ -172,6 +186,8 @@ class DriftEngine:
         self.min_samples = max(1, cfg.min_samples if min_samples is None else min_samples)
         self.method_floors = min_samples is None
         self.workers = max(1, workers)
+        #: Log each feature's first non-finite result (the batch command reports them itself).
+        self.log_errors = log_errors
         if force_method is not None:
             registry.get(force_method)  # unknown name: KeyError listing the known ones
         self.plans: list[FeaturePlan] = []
@@ -199,6 +215,8 @@ class DriftEngine:
                                needs_values=any(i.needs_values for i in impls), required=required, gate=gate)
             self.plans.append(plan)
         self.plans_by_name = {p.name: p for p in self.plans}
+        #: (feature, method) pairs whose non-finite result was logged once.
+        self._logged_errors: set[tuple[str, str]] = set()
         self.needs_values = any(p.needs_values for p in self.plans)
         #: The window columns :meth:`compute` reads (besides the counts): what
         #: a window snapshot must copy.
@@ -293,15 +311,30 @@ class DriftEngine:
             new_cat = (int(slot_counts[-1]) / n if n else None) if prof.counts[-1] == 0 else None
             cur = CurrentColumn(values=values, counts=slot_counts)
         results: dict[str, DriftResult | None] = {}
+        errors: dict[str, str] = {}
         for (m, thr), impl, gate in zip(plan.methods, plan.impls, plan.gate):
-            results[m] = impl.compute(prof, cur, thr) if n >= gate else None
+            res = impl.compute(prof, cur, thr) if n >= gate else None
+            if res is not None and not _finite(res):
+                errors[m] = (f"{m}: statistic {res.statistic!r}, p-value {res.p_value!r} is not finite "
+                             "(values too extreme for this method)")
+                if self.log_errors and (plan.name, m) not in self._logged_errors:  # once, not per scrape
+                    self._logged_errors.add((plan.name, m))
+                    log.warning("drift score not reported", extra={"feature": plan.name, "reason": errors[m]})
+                res = None
+            results[m] = res
         return FeatureReport(
             name=plan.name, type=plan.type, n=n,
             missing_ratio=((size - n) / size) if size else 0.0,
             out_of_range_ratio=oor, new_category_ratio=new_cat,
             primary=plan.methods[0][0] if plan.methods else "", results=results,
-            required={m: r for (m, _), r in zip(plan.methods, plan.required)},
+            required={m: r for (m, _), r in zip(plan.methods, plan.required)}, errors=errors,
         )
+
+
+def _finite(r: DriftResult) -> bool:
+    """A result is a verdict only when its numbers are finite (NaN compares
+    false, so a NaN statistic would otherwise read as "no drift")."""
+    return math.isfinite(r.statistic) and (r.p_value is None or math.isfinite(r.p_value))
 
 
 def _sorted_present(raw: np.ndarray, n: int, codes: np.ndarray | None = None,

@@ -14,8 +14,18 @@ error-burst     10 % errors                   (threshold 5 %)
 accuracy-decay  accuracy 0.80                 (threshold 0.85)
 data-drift      age +0.2 sd (slight), income +0.5 sd and x1.2 sd (moderate),
                 credit_score +1 sd and x1.5 sd (severe), region mix reversed
-incident        all of the above at once
+covariate-shift tablets (where the model is unsure) 10 % -> 60 % of traffic,
+                accuracy 0.95 -> ~0.76, labels withheld: only the
+                label-free estimate (CBPE) sees the drop
+incident        all of the above at once (but covariate-shift)
 ============== ============================================================
+
+Scores are calibrated: each prediction is right with probability ``c`` (its
+confidence) and the score is ``c`` for a positive prediction, ``1 - c`` for a
+negative one.  Confidence is high (``c ~ U(0.978, 1)``) except on tablets
+(``c ~ U(0.5, 0.7)``), so accuracy is 0.95 on the reference mix; more
+tablets lower it *and* the scores say so.  ``accuracy-decay`` is concept
+drift instead: predictions are wrong more often than their scores claim.
 
 The anomaly starts ``anomaly_after`` seconds after start and, when
 ``anomaly_duration`` > 0, ends after that long, so alerts can fire and resolve.
@@ -34,17 +44,26 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import FeatureConfig, FairnessConfig, ModelConfig, SimulatorConfig
+from ..config import (FairnessConfig, FeatureConfig, ModelConfig, MultivariateDriftConfig, PerformanceEstimationConfig,
+                      SimulatorConfig)
 from ..drift.reference import ReferenceProfile, build_profile
+from ..estimation.sections import fit_sections
 from ..events import EventBatch
 from ..ingest import ItemError, check_label
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift", "incident")
+SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift",
+             "covariate-shift", "incident")
 MODEL_VERSION = "1.0.0"
 REGIONS = ["north", "south", "east", "west"]
 DEVICES = ["mobile", "desktop", "tablet"]
+#: Device mix of the reference and of the covariate-shift scenario.
+DEVICE_MIX = [0.6, 0.3, 0.1]
+SHIFTED_DEVICE_MIX = [0.25, 0.15, 0.6]
+#: Confidence ranges: sure everywhere but on tablets (mean accuracy 0.95 on the reference mix).
+CONFIDENT = (0.978, 1.0)
+UNSURE = (0.5, 0.7)
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class Regime:
     error_rate: float = 0.01
     accuracy: float = 0.95
     drift: bool = False
+    covariate_shift: bool = False
 
 
 def demo_model_config(name: str = "demo") -> ModelConfig:
@@ -75,6 +95,8 @@ def demo_model_config(name: str = "demo") -> ModelConfig:
             FeatureConfig(name="device", type="categorical", categories=list(DEVICES)),
         ],
         fairness=FairnessConfig(attribute="region", groups=list(REGIONS), reference_group="north"),
+        performance_estimation=PerformanceEstimationConfig(enabled=True),
+        multivariate_drift=MultivariateDriftConfig(enabled=True),
     )
 
 
@@ -89,10 +111,11 @@ def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
         error_rate=0.10 if every or scenario == "error-burst" else 0.01,
         accuracy=0.80 if every or scenario == "accuracy-decay" else 0.95,
         drift=every or scenario == "data-drift",
+        covariate_shift=scenario == "covariate-shift",
     )
 
 
-def generate_features(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np.ndarray]:
+def generate_features(rng: np.random.Generator, n: int, drift: bool = False, covariate_shift: bool = False) -> dict[str, np.ndarray]:
     """Feature columns of ``n`` simulated requests (the reference when ``drift`` is False)."""
     if drift:
         age = rng.normal(40 + 0.2 * 12, 12, n)
@@ -110,18 +133,37 @@ def generate_features(rng: np.random.Generator, n: int, drift: bool = False) -> 
         "credit_score": np.clip(credit, 300, 850) if not drift else np.clip(credit, 300, 1000),
         "session_seconds": rng.exponential(300.0, n),
         "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=region_p)],
-        "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=[0.6, 0.3, 0.1])],
+        "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=SHIFTED_DEVICE_MIX if covariate_shift else DEVICE_MIX)],
     }
+
+
+def generate_outputs(rng: np.random.Generator, feats: dict[str, np.ndarray], accuracy: float = 0.95) -> dict[str, np.ndarray]:
+    """Label, prediction and calibrated score of each row (see module docs);
+    ``accuracy`` below 0.95 makes predictions wrong more often than their
+    confidence says (concept drift)."""
+    n = len(feats["age"])
+    logit = 0.03 * (feats["age"] - 40) + (feats["credit_score"] - 650) / 100 - 0.5
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    unsure = feats["device"] == "tablet"
+    conf = np.where(unsure, rng.uniform(*UNSURE, n), rng.uniform(*CONFIDENT, n))
+    correct = rng.random(n) < conf - (0.95 - accuracy)
+    pred = np.where(correct, label, 1 - label)
+    score = np.where(pred == 1, conf, 1.0 - conf)
+    return {"label": label, "prediction": pred, "score": score}
 
 
 def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> ReferenceProfile:
     """The demo's reference profile, generated from the ``normal`` regime."""
     rng = np.random.default_rng(None if seed is None else seed + 1)
-    cols = generate_features(rng, rows)
-    return build_profile(
-        cols, model.features, bins=model.drift.bins,
+    cols: dict[str, np.ndarray] = generate_features(rng, rows)
+    out = generate_outputs(rng, cols)
+    cols.update({k: v.astype(str) if k != "score" else v for k, v in out.items()})
+    prof = build_profile(
+        cols, model.monitored_features(), bins=model.drift.bins,
         sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories,
     )
+    fit_sections(prof, cols, model)
+    return prof
 
 
 class Simulator:
@@ -163,17 +205,15 @@ class Simulator:
     def batch(self, n: int, regime: Regime, now: float) -> EventBatch:
         """``n`` simulated events under ``regime`` (vectorised)."""
         rng = self.rng
-        feats = generate_features(rng, n, drift=regime.drift)
-        logit = 0.03 * (feats["age"] - 40) + (feats["credit_score"] - 650) / 100 - 0.5
-        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-        correct = rng.random(n) < regime.accuracy
-        pred = np.where(correct, label, 1 - label)
-        score = np.where(pred == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n))
+        feats = generate_features(rng, n, drift=regime.drift, covariate_shift=regime.covariate_shift)
+        out = generate_outputs(rng, feats, regime.accuracy)
+        label, pred, score = out["label"], out["prediction"], out["score"]
         latency = np.maximum(rng.normal(regime.latency_mean, regime.latency_sd, n), 0.005)
         errors = rng.random(n) < regime.error_rate
         start = self.emitted
         self.emitted += n
-        labels = [None if e else str(v) for v, e in zip(label.tolist(), errors.tolist())]
+        # Covariate shift: the labels are withheld (they would come months later).
+        labels = [None if e or regime.covariate_shift else str(v) for v, e in zip(label.tolist(), errors.tolist())]
         return EventBatch(
             model=self.cfg.model,
             timestamps=[now] * n,

@@ -31,7 +31,6 @@ Drift when ``p_value < threshold`` (default 0.05).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from ..base import CurrentColumn, DriftMethod, DriftResult
 from ..reference import CategoricalProfile
@@ -48,7 +47,16 @@ def chi2_homogeneity(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[fl
         return 0.0, 1.0, max(k - 1, 0)
     expected = np.outer(rows, table.sum(axis=0)) / table.sum()
     stat = float(np.sum((table - expected) ** 2 / expected))
-    return stat, float(stats.chi2.sf(stat, k - 1)), k - 1
+    return stat, chi2_sf(stat, k - 1), k - 1
+
+
+def chi2_sf(stat: float, dof: int) -> float:
+    """``scipy.stats.chi2.sf``.  Imported here, not at module level, for
+    start-up cost: scipy.stats takes 0.3-1 s to import, and the exporter's
+    start-up and ``modelmon --help`` import this module without needing it."""
+    from scipy import stats
+
+    return float(stats.chi2.sf(stat, dof))
 
 
 @register

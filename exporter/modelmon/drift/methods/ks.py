@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from ..base import CurrentColumn, DriftMethod, DriftResult
 from ..reference import NumericalProfile
@@ -86,11 +85,20 @@ def ks_p_value(d: float, n1: int, n2: int) -> float:
             return 1.0
         # Far in the tail the exact value is below the DP's absolute accuracy
         # anyway (about 1e-12): the asymptotic value is as good, and cheaper.
-        tail = float(stats.kstwo.sf(h / lcm, np.round(en)))
+        tail = _kstwo_sf(h / lcm, float(np.round(en)))
         if tail < TAIL_SHORTCUT:
             return tail
         return _exact_sf(n1, n2, g, h)
-    return float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
+    return float(np.clip(_kstwo_sf(d, float(np.round(en))), 0.0, 1.0))
+
+
+def _kstwo_sf(d: float, n: float) -> float:
+    """``scipy.stats.kstwo.sf``.  Imported here, not at module level, for
+    start-up cost: scipy.stats takes 0.3-1 s to import, and the exporter's
+    start-up and ``modelmon --help`` import this module without needing it."""
+    from scipy import stats
+
+    return float(stats.kstwo.sf(d, n))
 
 
 def _exact_sf(n1: int, n2: int, g: int, h: int) -> float:

@@ -1,11 +1,16 @@
-"""The original brief's mean/std drift score.
+"""Mean/std drift score.
 
-``score = (|mean_cur - mean_ref| / (std_ref + 1e-8) + |std_cur - std_ref| / (std_ref + 1e-8)) / 2``
+``score = (|mean_cur - mean_ref| + |std_cur - std_ref|) / (2 * scale_ref)``
 
-with population standard deviations (numpy's default, as in the brief), and
-drift when ``score > threshold`` (default 0.1).  Cheap and intuitive, blind to
-shape changes that keep the first two moments; kept as the first method because
-users of the brief know it.
+with population standard deviations (ddof 0) computed without overflow, and
+``scale_ref`` the profile's outlier-resistant scale (:mod:`..reference`;
+the plain reference std unless it has extreme outliers).  Drift when
+``score > threshold`` (default 0.1).  Cheap and intuitive, blind to shape
+changes that keep the first two moments.
+
+Constant reference (scale 0): the score is the share of window values that
+differ from the reference's value, as for Wasserstein (no tiny floor that
+would turn one changed value in 1000 into a score of a million).
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import CurrentColumn, DriftMethod, DriftResult
-from ..reference import NumericalProfile
+from ..reference import NumericalProfile, safe_moments
 from ..registry import register
+from .wasserstein import changed_share
 
-EPS = 1e-8
 
-
-def meanstd_score(ref_mean: float, ref_std: float, cur: np.ndarray) -> float:
-    """The brief's score for values ``cur`` against reference moments."""
-    mean_diff = abs(float(np.mean(cur)) - ref_mean) / (ref_std + EPS)
-    std_diff = abs(float(np.std(cur)) - ref_std) / (ref_std + EPS)
-    return (mean_diff + std_diff) / 2.0
+def meanstd_score(ref_mean: float, ref_std: float, cur: np.ndarray, scale: float | None = None) -> float:
+    """The score for values ``cur`` against reference moments (``scale``
+    defaults to ``ref_std``; it must be > 0)."""
+    unit = ref_std if scale is None else scale
+    mean, std = safe_moments(np.asarray(cur, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (abs(mean / unit - ref_mean / unit) + abs(std / unit - ref_std / unit)) / 2.0
 
 
 @register
@@ -34,5 +40,8 @@ class MeanStd(DriftMethod):
     needs_values = True
 
     def compute(self, ref: NumericalProfile, cur: CurrentColumn, threshold: float) -> DriftResult:  # type: ignore[override]
-        score = meanstd_score(ref.mean, ref.std, cur.values)
+        if ref.scale > 0:
+            score = meanstd_score(ref.mean, ref.std, cur.values, ref.scale)
+        else:
+            score = changed_share(cur.values, ref)
         return DriftResult(statistic=score, p_value=None, threshold=threshold, drifted=score > threshold)

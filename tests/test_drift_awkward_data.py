@@ -1,0 +1,344 @@
+"""Drift on awkward data, end to end through ``modelmon drift`` and the
+profile builder: discrete features, extreme values, non-finite statistics,
+missing-value spellings, noise floors, constant references, unusable
+columns, corrupt profiles and non-numeric reference values.  Every expected
+number is computed by hand or by scipy on the same data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from modelmon.app import load_profile
+from modelmon.cli import main
+from modelmon.config import ConfigError, DriftConfig, FeatureConfig, config_from_dict
+from modelmon.drift.batch import encode, table_from_columns
+from modelmon.drift.engine import DriftEngine
+from modelmon.drift.methods.wasserstein import wasserstein_sorted
+from modelmon.drift.reference import (
+    ProfileError,
+    ReferenceProfile,
+    build_numerical,
+    build_profile,
+    register_section,
+    unregister_section,
+)
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+
+def write_csv(path: Path, cols: dict[str, list]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(cols))
+        for row in zip(*cols.values()):
+            w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+    return path
+
+
+def strict_json(text: str) -> dict:
+    """json.loads that refuses NaN / Infinity, like jq and JSON.parse."""
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def drift(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, dict | str, str]:
+    code = main(["drift", *argv])
+    out = capsys.readouterr()
+    try:
+        return code, strict_json(out.out), out.err
+    except json.JSONDecodeError:
+        return code, out.out, out.err
+
+
+def psi_by_hand(p_counts: list[int], q_counts: list[int], eps: float = 1e-4) -> float:
+    p = np.maximum(np.array(p_counts, float) / sum(p_counts), eps)
+    q = np.maximum(np.array(q_counts, float) / sum(q_counts), eps)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+# ------------------------------------------------------------ discrete features
+def test_binary_feature_shift_is_seen_by_psi_js_and_the_bin_counters(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    ref = (rng.random(5000) < 0.1).astype(int)
+    cur = (rng.random(5000) < 0.6).astype(int)
+    write_csv(tmp_path / "ref.csv", {"x": ref.tolist()})
+    write_csv(tmp_path / "cur.csv", {"x": cur.tolist()})
+    r_counts = [int((ref == 0).sum()), int((ref == 1).sum())]
+    c_counts = [int((cur == 0).sum()), int((cur == 1).sum())]
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                      "--method", "psi")
+    x = doc["features"]["x"]
+    # two value slots plus two empty out-of-range slots (floored on both sides: 0)
+    assert x["statistic"] == pytest.approx(psi_by_hand(r_counts, c_counts), rel=1e-9)
+    assert x["statistic"] > 0.9 and x["drifted"] is True
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                      "--method", "jensenshannon")
+    assert doc["features"]["x"]["statistic"] == pytest.approx(jensenshannon(r_counts, c_counts, base=2), rel=1e-9)
+    # The exporter's fleet counters use the same slots: one per value.
+    prof = build_numerical("x", ref.astype(float), bins=10)
+    assert prof.counts.tolist() == [0, r_counts[0], r_counts[1], 0]
+    assert prof.bin_index(np.array([0.0, 1.0, -1.0, 2.0])).tolist() == [1, 2, 0, 3]
+
+
+def test_small_count_feature_gets_one_slot_per_value() -> None:
+    x = np.array([0, 0, 0, 0, 1, 1, 2, 5] * 50, dtype=float)
+    prof = build_numerical("k", x, bins=10)
+    # values 0, 1, 2, 5 each in their own slot, in order
+    assert prof.counts.tolist() == [0, 200, 100, 50, 50, 0]
+    assert prof.bin_index(np.array([0.0, 1.0, 2.0, 5.0])).tolist() == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------ extreme values
+def test_one_extreme_reference_value_does_not_hide_a_three_sigma_shift(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(0, 1, 2000)
+    ref[17] = 1e300
+    cur = rng.normal(3, 1, 2000)
+    write_csv(tmp_path / "ref.csv", {"x": ref.tolist()})
+    write_csv(tmp_path / "cur.csv", {"x": cur.tolist()})
+    code, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                         "--fail-on-drift")
+    x = doc["features"]["x"]
+    assert x["method"] == "wasserstein" and math.isfinite(x["statistic"])
+    assert x["drifted"] is True and code == 1
+
+
+def test_non_finite_statistic_is_an_error_and_the_json_is_strict(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 0.1, 2000)
+    # W1 / scale is about 0.3 * 1.7e308 / 0.1: no float holds it
+    cur = np.concatenate([np.full(600, 1.7e308), rng.normal(0, 0.1, 1400)])
+    write_csv(tmp_path / "ref.csv", {"x": ref.tolist(), "y": rng.normal(size=2000).tolist()})
+    write_csv(tmp_path / "cur.csv", {"x": cur.tolist(), "y": rng.normal(size=2000).tolist()})
+    code, doc, err = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                           "--method", "wasserstein")
+    assert isinstance(doc, dict), doc  # parsed as strict JSON
+    x, y = doc["features"]["x"], doc["features"]["y"]
+    assert x["status"] == "error" and x["drifted"] is None and x["statistic"] is None and "not finite" in x["error"]
+    assert y["status"] == "ok" and y["drifted"] is False  # the other column is scored
+    assert doc["dataset"]["total_features"] == 1 and code == 3 and "'x'" in err
+
+
+# ------------------------------------------------------------ missing spellings
+def test_missing_value_spellings_keep_a_column_numerical(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(4)
+    ref = [float(v) for v in rng.normal(size=400)]
+    spellings = ["NA", "null", "N/A", "None", "#N/A", "nan", "", "NULL", "n/a"]
+    for i, s in enumerate(spellings):
+        ref[i * 7] = s  # type: ignore[call-overload]
+    cur = [float(v) for v in rng.normal(0.3, 1, 300)]
+    write_csv(tmp_path / "ref.csv", {"x": ref})
+    write_csv(tmp_path / "cur.csv", {"x": cur})
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"))
+    x = doc["features"]["x"]
+    assert (x["type"], x["method"]) == ("numerical", "ks")
+    present = np.array([v for v in ref if isinstance(v, float)])
+    assert len(present) == 400 - len(spellings)
+    expected = stats.ks_2samp(np.array(cur), present)
+    assert x["statistic"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert x["p_value"] == pytest.approx(expected.pvalue, abs=1e-9)
+
+
+# ------------------------------------------------------------ noise floors
+def test_small_current_file_is_below_the_noise_floor_not_a_false_alarm(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(5)
+    write_csv(tmp_path / "ref.csv", {"x": rng.lognormal(0, 1, 5000).tolist(),
+                                    "c": rng.choice(list("abcd"), 5000).tolist()})
+    write_csv(tmp_path / "cur.csv", {"x": rng.lognormal(0, 1, 100).tolist(), "c": rng.choice(list("abcd"), 100).tolist()})
+    args = ["--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv")]
+    code, doc, _ = drift(capsys, *args, "--fail-on-drift")
+    assert code == 0
+    for name, method, floor in (("x", "wasserstein", 1000), ("c", "jensenshannon", 500)):
+        f = doc["features"][name]
+        assert (f["method"], f["status"], f["min_values"], f["values"]) == (method, "below_min_values", floor, 100)
+        assert f["drifted"] is None and f["statistic"] is None
+    assert doc["dataset"] == {"drifted_features": 0, "total_features": 0, "drifted_share": None, "drifted": False,
+                              "below_min_values_features": 2, "unusable_features": 0}
+    _, table, _ = drift(capsys, *args, "--format", "table")
+    assert "below min_values (1000)" in table and "2 feature(s) below min_values" in table
+    _, page, _ = drift(capsys, *args, "--format", "html")
+    assert "below min_values" in page and "no drift" not in page.split("<h2>Distributions")[1]
+
+
+# ------------------------------------------------------------ constant reference
+@pytest.mark.parametrize("method", ["wasserstein", "meanstd"])
+def test_constant_reference_scores_the_share_of_changed_values(tmp_path: Path, capsys, method: str) -> None:
+    write_csv(tmp_path / "ref.csv", {"x": [5.0] * 1000})
+    write_csv(tmp_path / "one.csv", {"x": [5.0] * 999 + [6.0]})
+    write_csv(tmp_path / "many.csv", {"x": [5.0] * 800 + [7.0] * 200})
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "one.csv"),
+                      "--method", method)
+    x = doc["features"]["x"]
+    assert x["statistic"] == pytest.approx(0.001) and x["drifted"] is False
+    _, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "many.csv"),
+                      "--method", method)
+    assert doc["features"]["x"]["statistic"] == pytest.approx(0.2) and doc["features"]["x"]["drifted"] is True
+
+
+# ------------------------------------------------------------ unusable columns
+def test_an_all_missing_column_is_reported_while_the_others_are_scored(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(6)
+    write_csv(tmp_path / "ref.csv", {"a": rng.normal(size=500).tolist(), "b": rng.normal(size=500).tolist()})
+    write_csv(tmp_path / "cur.csv", {"a": [None] * 300, "b": rng.normal(2, 1, 300).tolist()})
+    code, doc, err = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"))
+    a, b = doc["features"]["a"], doc["features"]["b"]
+    assert a["status"] == "error" and "cur.csv: column 'a' has no values" in a["error"]
+    assert b["status"] == "ok" and b["drifted"] is True
+    assert code == 3 and "'a'" in err
+    code, _, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                       "--fail-on-drift")
+    assert code == 1  # drift takes precedence
+
+
+# ------------------------------------------------------------ corrupt profiles
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    write_csv(tmp_path / "ref.csv", {"x": rng.normal(size=300).tolist(), "c": rng.choice(list("uvw"), 300).tolist()})
+    assert main(["reference", "build", str(tmp_path / "ref.csv"), "-o", str(tmp_path / "prof.json")]) == 0
+    return tmp_path / "prof.json"
+
+
+def _corrupt(doc: dict, how: str) -> None:
+    if how == "missing key":
+        del doc["features"]["x"]["edges"]
+    elif how == "counts length":
+        doc["features"]["x"]["counts"].append(0)
+    elif how == "categorical counts":
+        doc["features"]["c"]["counts"] = doc["features"]["c"]["counts"][:-1]
+    elif how == "no hash":
+        del doc["hash"]
+    elif how == "tampered":
+        doc["features"]["x"]["mean"] += 0.5
+    elif how == "schema":
+        doc["schema_version"] = 1
+    elif how == "unsorted sample":
+        doc["features"]["x"]["sample"].reverse()
+
+
+@pytest.mark.parametrize("how,field", [
+    ("missing key", "features['x'].edges: missing"), ("counts length", "features['x'].counts: "),
+    ("categorical counts", "features['c'].counts: "), ("no hash", "hash: missing"),
+    ("tampered", "does not match its hash"), ("schema", "schema_version 1 is not supported"),
+    ("unsorted sample", "features['x'].sample"),
+])
+def test_corrupt_profiles_are_refused_on_load_naming_file_and_field(profile_file: Path, capsys, how: str,
+                                                                    field: str) -> None:
+    doc = json.loads(profile_file.read_text())
+    _corrupt(doc, how)
+    profile_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError) as info:
+        ReferenceProfile.load(profile_file)
+    assert str(profile_file) in str(info.value) and field in str(info.value)
+    # check-config and serve load profiles through load_profile: a ConfigError, not a 500 later
+    cfg = config_from_dict({"models": [{"name": "m", "features": [{"name": "x"}, {"name": "c", "type": "categorical"}],
+                                        "reference": {"path": str(profile_file)}}]}, source=str(profile_file.parent / "m.yml"))
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        load_profile(cfg, 0, cfg.models[0])
+    code, _, err = drift(capsys, "--reference", str(profile_file), "--current", str(profile_file.parent / "ref.csv"))
+    assert code == 2 and field in err
+
+
+# ------------------------------------------------------------ non-numeric reference values
+def test_non_numeric_value_in_a_numerical_reference_column_is_an_error(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(8)
+    x: list = [float(v) for v in rng.normal(size=300)]
+    x[41] = "12,5"  # a decimal comma: not a missing-value spelling
+    write_csv(tmp_path / "ref.csv", {"x": x, "c": rng.choice(list("uv"), 300).tolist()})
+    # inferred type: 299 of 300 values are numbers -> not silently categorical
+    assert main(["reference", "build", str(tmp_path / "ref.csv"), "-o", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert "ref.csv: column 'x': non-numeric value '12,5' (row 42" in err
+    # declared numerical in a config: the same error, from check-config's loader too
+    cfg_path = tmp_path / "m.yml"
+    cfg_path.write_text("models:\n- name: m\n  features:\n  - {name: x}\n  reference: {path: ref.csv}\n")
+    assert main(["check-config", str(cfg_path)]) == 2
+    assert "column 'x': non-numeric value '12,5'" in capsys.readouterr().err
+    code, _, err = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "ref.csv"))
+    assert code == 2 and "'12,5'" in err
+
+
+def test_discrete_limit_is_configurable(tmp_path: Path) -> None:
+    """12 distinct values: quantile bins with the default limit (bins = 10),
+    one slot per value with drift.discrete_max_values: 12."""
+    x = np.tile(np.arange(12, dtype=float), 50)
+    write_csv(tmp_path / "ref.csv", {"x": x.tolist()})
+    profiles = []
+    for limit in (0, 12):
+        cfg = config_from_dict({"models": [{"name": "m", "features": [{"name": "x"}], "reference": {"path": "ref.csv"},
+                                            "drift": {"discrete_max_values": limit}}]}, source=str(tmp_path / "m.yml"))
+        profiles.append(load_profile(cfg, 0, cfg.models[0]).features["x"])
+    assert not profiles[0].discrete and profiles[1].discrete
+    assert profiles[1].counts.tolist() == [0] + [50] * 12 + [0]
+
+
+@pytest.mark.parametrize("n,m", [(2000, 2000), (250_001, 3000), (250_001, 250_001)])
+def test_wasserstein_matches_scipy_for_equal_and_large_sizes(n: int, m: int) -> None:
+    rng = np.random.default_rng(n + m)
+    a, b = np.sort(rng.lognormal(0, 1, n)), np.sort(rng.normal(1, 2, m))
+    assert wasserstein_sorted(a, b) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9)
+
+
+def test_sections_are_saved_hashed_and_validated(tmp_path: Path) -> None:
+    prof = build_profile({"x": np.arange(50.0)}, [FeatureConfig(name="x")])
+    before = prof.hash
+    prof.set_section("demo", {"version": 1, "weights": [0.5, 0.25]})
+    assert prof.hash != before
+    prof.save(tmp_path / "p.json")
+    back = ReferenceProfile.load(tmp_path / "p.json")
+    assert back.sections == {"demo": {"version": 1, "weights": [0.5, 0.25]}} and back.hash == prof.hash
+
+    def check(value: object, where: str) -> None:
+        if not isinstance(value, dict) or value.get("version") != 2:
+            raise ProfileError(f"{where}.version: expected 2")
+
+    register_section("demo", check)
+    try:
+        with pytest.raises(ProfileError, match=r"p\.json: sections\['demo'\]\.version: expected 2"):
+            ReferenceProfile.load(tmp_path / "p.json")
+    finally:
+        unregister_section("demo")
+
+
+def test_readers_types_and_missing_spellings_agree_across_formats(tmp_path: Path) -> None:
+    from modelmon.datasets import (
+        CategoricalColumn,
+        EmptyColumn,
+        NumericColumn,
+        load_table,
+    )
+
+    (tmp_path / "a.csv").write_text(" x ,code,e\n1.5,007,\nNA,010,\nnull,007,\n2,N/A,\n")
+    t = load_table(tmp_path / "a.csv", types={"code": "categorical"})
+    assert list(t.columns) == ["x", "code", "e"]  # header names stripped
+    assert isinstance(t["x"], NumericColumn) and np.isnan(t["x"].values).tolist() == [False, True, True, False]
+    code = t["code"]
+    assert isinstance(code, CategoricalColumn)
+    assert [code.dictionary[c] if c >= 0 else None for c in code.codes] == ["007", "010", "007", None]
+    assert isinstance(t["e"], EmptyColumn)
+    # JSON lines mixing numbers and missing spellings in one column (Arrow cannot type it)
+    (tmp_path / "a.jsonl").write_text('{"x": 1.5}\n{"x": "NA"}\n{"x": null}\n{"x": 2}\n')
+    j = load_table(tmp_path / "a.jsonl")
+    assert isinstance(j["x"], NumericColumn) and np.isnan(j["x"].values).tolist() == [False, True, True, False]
+
+
+def test_exporter_engine_drops_a_non_finite_score_and_logs_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(12)
+    feats = [FeatureConfig(name="x", methods=["wasserstein", "psi"])]
+    prof = build_profile({"x": rng.normal(0, 0.1, 3000)}, feats)
+    engine = DriftEngine(feats, prof, DriftConfig())
+    win = encode(engine, table_from_columns({"x": np.concatenate([np.full(900, 1.7e308), rng.normal(0, 0.1, 2100)])}))
+    with caplog.at_level("WARNING", logger="modelmon.drift.engine"):
+        for _ in range(3):
+            rep = engine.compute("5m", win.size, win.columns, win.counts)
+    x = rep.features["x"]
+    assert x.results["wasserstein"] is None and "not finite" in x.errors["wasserstein"]
+    assert x.results["psi"] is not None and x.drifted is None  # primary has no verdict: not evaluated
+    assert rep.evaluated_features == 0
+    assert [r.getMessage() for r in caplog.records] == ["drift score not reported"]
