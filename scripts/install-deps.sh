@@ -32,7 +32,30 @@ if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
-if ! $PY -c "import modelmon, pytest, bcrypt, jsonschema, aiohttp, msgspec, sklearn" >/dev/null 2>&1 || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
-  echo "install-deps: installing modelmon with test extras" >&2
+# The package itself, editable from THIS checkout, with its test extras.  A
+# modelmon installed from another checkout (or an older one lacking a newer
+# dependency) would make the tests' `python -m modelmon` run other code, so
+# reinstall unless this checkout's package is the one imported and every
+# declared dependency is present (pip's own check, no network needed).
+here="$(pwd)/exporter/modelmon/__init__.py"
+if ! $PY - "$here" >/dev/null 2>&1 <<'PYCHECK' || [ "${MODELMON_REINSTALL:-0}" = 1 ]; then
+import os, sys, tomllib
+from importlib.metadata import version, PackageNotFoundError
+from packaging.requirements import Requirement
+import modelmon
+if os.path.realpath(modelmon.__file__) != os.path.realpath(sys.argv[1]):
+    sys.exit(1)
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["test"]:
+    r = Requirement(req)
+    try:
+        installed = version(r.name)
+    except PackageNotFoundError:
+        sys.exit(1)
+    if r.specifier and not r.specifier.contains(installed, prereleases=True):
+        sys.exit(1)
+PYCHECK
+  echo "install-deps: installing modelmon (editable, from $(pwd)) with test extras" >&2
   $PY -m pip install -q --disable-pip-version-check -e ".[test]"
 fi

@@ -15,11 +15,16 @@ import yaml
 from modelmon.app import load_profile
 from modelmon.cli import main
 from modelmon.collectors import build_registry
-from modelmon.config import ConfigError, config_from_dict, default_config, load_config
+from modelmon.config import ConfigError, config_from_dict, load_config
 from modelmon.estimation.sections import column_values, positive_indicator
 from modelmon.events import EventBatch
 from modelmon.pipeline import Pipeline
-from modelmon.sources.simulator import Simulator, generate_features, generate_outputs
+from modelmon.sources.simulator import (
+    Simulator,
+    default_config,
+    generate_features,
+    generate_outputs,
+)
 
 FEATURES = [{"name": "age"}, {"name": "income"}, {"name": "credit_score"}, {"name": "session_seconds"},
             {"name": "region", "type": "categorical"}, {"name": "device", "type": "categorical"}]

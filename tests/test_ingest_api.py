@@ -85,6 +85,7 @@ def good(i: int = 0, **over: Any) -> dict[str, Any]:
 
 def post(exp: Exporter, body: Any, path: str = "/api/v1/events", **kw: Any) -> requests.Response:
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    kw["headers"] = {"Content-Type": "application/json", **kw.get("headers", {})}
     return requests.post(url(exp, path), data=data, timeout=10, **kw)
 
 
@@ -281,13 +282,13 @@ def test_token_file_and_missing_token_env(tmp_path, monkeypatch):
 def test_overload_sheds_with_429_and_not_ready_with_503(start):
     exp = start(max_concurrent_requests=1)
     api = exp.ingest_api
-    assert api._slots.acquire(timeout=1)  # one request "in progress"
+    api.busy += 1  # one body "being processed" (the counter lives on the server's event loop)
     try:
         r = post(exp, [good(0)])
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         assert "too many ingestion requests" in r.json()["error"]
     finally:
-        api._slots.release()
+        api.busy -= 1
     assert post(exp, [good(0)]).status_code == 200
     exp._ready.clear()  # as while stopping
     r = post(exp, [good(1)])
@@ -297,21 +298,28 @@ def test_overload_sheds_with_429_and_not_ready_with_503(start):
     assert sample(exp, "modelmon_events_accepted_total", model="fraud", source="api") == 1
 
 
-def test_connection_flood_is_shed_with_503(start):
-    exp = start()
-    slots = exp.server._connection_slots
-    held = 0
-    while slots.acquire(blocking=False):  # as if every connection slot were taken
-        held += 1
+def test_connection_flood_is_shed_with_503(tmp_path):
+    import socket
+
+    from modelmon.web import ServerLimits
+
+    exp = Exporter(config_from_dict(base_config(tmp_path)), limits=ServerLimits(max_connections=3))
+    exp.start()
+    held = [socket.create_connection(("127.0.0.1", exp.port)) for _ in range(3)]
     try:
         r = post(exp, [good(0)])
         assert r.status_code == 503 and r.headers["Connection"] == "close"
         assert "too many connections" in r.json()["error"]
     finally:
-        for _ in range(held):
-            slots.release()
-    assert post(exp, [good(0)]).status_code == 200
-    assert sample(exp, "modelmon_events_rejected_total", source="api", reason="overloaded") == 1
+        for s in held:
+            s.close()
+    try:
+        from servers import wait_until
+
+        wait_until(lambda: post(exp, [good(0)]).status_code == 200, 10, what="a free connection slot")
+        assert sample(exp, "modelmon_http_requests_refused_total", reason="too_many_connections") == 1
+    finally:
+        exp.stop()
 
 
 def test_wrong_method_and_path(start):

@@ -147,7 +147,7 @@ def test_anything_unusual_goes_item_by_item(bad):
     ref = VALIDATOR.validate_items(decoded.items(), "api")  # the item-by-item checks on their own
     assert res.rejected == ref.rejected and res.accepted == ref.accepted >= 1  # the good neighbour is kept
     if res.rejected:
-        assert [r.index for r in res.rejected] == [1]
+        assert [r.position for r in res.rejected] == [1]
     for x, y in zip(res.batches, ref.batches):
         for field in ("versions", "ids", "errors", "predictions", "scores", "labels"):
             assert same(getattr(x, field), getattr(y, field)), field

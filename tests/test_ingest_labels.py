@@ -41,7 +41,8 @@ def sample(exp: Exporter, name: str, **labels: str) -> float | None:
 
 
 def post(exp: Exporter, path: str, items: list[dict[str, Any]]) -> requests.Response:
-    return requests.post(f"http://127.0.0.1:{exp.port}{path}", data=json.dumps(items), timeout=10)
+    return requests.post(f"http://127.0.0.1:{exp.port}{path}", data=json.dumps(items), timeout=10,
+                         headers={"Content-Type": "application/json"})
 
 
 # --------------------------------------------------------------------------- the join buffer

@@ -40,7 +40,7 @@ def test_lone_surrogate_version_is_refused_and_neighbours_kept():
     body = '[{"model":"m","version":"\\ud800","features":{"f0":1}}, {"model":"m","version":"1","features":{"f0":2}}]'
     res = validate(body)
     assert res.accepted == 1 and res.batches[0].versions == ["1"]
-    assert [(r.index, r.reason) for r in res.rejected] == [(0, "invalid_field")]
+    assert [(r.position, r.reason) for r in res.rejected] == [(0, "invalid_field")]
     assert "version" in res.rejected[0].message and "surrogate" in res.rejected[0].message
     # the same in NDJSON, a low surrogate, and one inside a longer string
     for bad in ('"\\udc00"', '"a\\ud800b"'):
@@ -54,14 +54,14 @@ def test_lone_surrogate_version_is_refused_and_neighbours_kept():
 
 def test_every_label_string_is_bounded_whatever_its_json_type():
     res = validate('[{"model":"m","version":%s}, {"model":"m","version":7}]' % ("9" * 4000))
-    assert [r.index for r in res.rejected] == [0] and "version" in res.rejected[0].message
+    assert [r.position for r in res.rejected] == [0] and "version" in res.rejected[0].message
     assert res.batches[0].versions == ["7"]
     res = validate(json.dumps([{"model": "m", "version": "v" * (MAX_LABEL_LENGTH + 1)},
                                {"model": "m", "version": "v" * MAX_LABEL_LENGTH}]))
-    assert [r.index for r in res.rejected] == [0] and res.accepted == 1
+    assert [r.position for r in res.rejected] == [0] and res.accepted == 1
     for big in (10**300, 1e300):  # a class spelled as a huge integer or an integral float
         res = validate(json.dumps([{"model": "m", "prediction": big}, {"model": "m", "prediction": 2**63 - 1}]))
-        assert [(r.index, r.reason) for r in res.rejected] == [(0, "invalid_field")]
+        assert [(r.position, r.reason) for r in res.rejected] == [(0, "invalid_field")]
         assert res.batches[0].predictions == [str(2**63 - 1)]
     with pytest.raises(ItemError):
         label_string(-(10**MAX_LABEL_LENGTH), "version")
@@ -75,7 +75,7 @@ def test_deep_json_line_is_malformed_and_the_good_lines_are_kept():
     body = '{"model":"m","features":{"f0":1}}\n' + deep + '\n{"model":"m","features":{"f0":2}}\n'
     res = validate(body)
     assert res.accepted == 2
-    assert [(r.index, r.reason) for r in res.rejected] == [(1, "malformed")]
+    assert [(r.position, r.reason) for r in res.rejected] == [(1, "malformed")]
     assert "nested deeper" in res.rejected[0].message
     # just past the limit, and inside a JSON array: only that item is refused
     limits = BodyLimits(max_depth=8)
@@ -85,7 +85,7 @@ def test_deep_json_line_is_malformed_and_the_good_lines_are_kept():
         nested = [nested]
     body2 = json.dumps([item, {"model": "m", "prediction": nested}, item]).encode()
     res = V.validate(decode_items(body2, None, limits), "api")
-    assert res.accepted == 2 and [(r.index, r.reason) for r in res.rejected] == [(1, "malformed")]
+    assert res.accepted == 2 and [(r.position, r.reason) for r in res.rejected] == [(1, "malformed")]
     # a whole array too deep to parse is one malformed body
     with pytest.raises(BodyError):
         decode_items(deep.encode()).items()
@@ -104,7 +104,7 @@ def test_body_forms_and_errors():
     items = decode_items(b'{"model":"m"}\nnope\n').items()
     assert items[0] == {"model": "m"} and isinstance(items[1], Malformed) and "line 2" in items[1].message
     res = validate('[{"model":"m","score":NaN}, {"model":"m","features":{"f0":Infinity}}, 5]')
-    assert [(r.index, r.reason) for r in res.rejected] == [(0, "non_finite"), (1, "non_finite"), (2, "malformed")]
+    assert [(r.position, r.reason) for r in res.rejected] == [(0, "non_finite"), (1, "non_finite"), (2, "malformed")]
 
 
 def test_encodings_and_decompression_bomb():

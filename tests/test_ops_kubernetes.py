@@ -132,10 +132,10 @@ def test_deployment_service_and_servicemonitor_fit_together() -> None:
     exp = Exporter(cfg, listen="127.0.0.1:0")
     try:
         for probe in ("readinessProbe", "livenessProbe"):
-            assert ("GET", c[probe]["httpGet"]["path"]) in exp.server.routes
+            assert ("GET", c[probe]["httpGet"]["path"]) in exp.app.routes
             assert c[probe]["httpGet"]["port"] in port_names
     finally:
-        exp.server.httpd.server_close()
+        exp.stop()
 
 
 def test_hardened_overlay_is_accepted_by_modelmon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,22 +1,56 @@
 """Wires one exporter process: config -> reference profiles -> pipeline ->
-collectors/registry -> HTTP server, plus the sources that feed the pipeline."""
+collectors/registry -> HTTP server, plus the sources that feed the pipeline
+(built from the :data:`SOURCES` table)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .collectors import build_registry
-from .config import Config, ConfigError, ModelConfig
+from .config import Config, ConfigError, ModelConfig, listen_address
 from .datasets import DataError, load_table
 from .drift.reference import ReferenceProfile, build_profile
 from .estimation.sections import fit_sections, load_estimators
+from .inference_log import InferenceLogger
+from .labels import LabelJoin
 from .pipeline import Pipeline
-from .web import ExporterServer
+from .sources import Source, SourceContext, SourceSpec
+from .sources import api as api_source
+from .sources import cloudevents as cloudevents_source
+from .sources.proxy import ProxySource, validate_proxy_config
+from .sources.simulator import Simulator, reference_profile
+from .web import ExporterApp, ExporterServer, ServerLimits
+from .webauth import WebSecurity, web_security
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SOURCES", "Exporter", "check_sources", "listen_address", "load_profile"]
+
+#: Every source the exporter can run, in start order.
+SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec("simulator", lambda c: c.simulator.enabled,
+               lambda ctx: Simulator(ctx.cfg.simulator, ctx.pipeline.submit, clock=ctx.pipeline.clock)),
+    SourceSpec("api", lambda c: c.ingest.enabled,
+               lambda ctx: api_source.build(ctx.cfg, ctx.pipeline, ctx.label_join, ctx.ready)),
+    SourceSpec("cloudevents", lambda c: c.ingest.enabled,
+               lambda ctx: cloudevents_source.build(ctx.cfg, ctx.pipeline, ctx.ready)),
+    SourceSpec("proxy", lambda c: bool(c.proxy.listen_address or c.proxy.upstream),
+               lambda ctx: ProxySource(ctx.cfg, ctx.pipeline), check_config=validate_proxy_config),
+)
+
+
+def check_sources(cfg: Config) -> None:
+    """Checks of the enabled sources' config sections (errors name the file and field)."""
+    for spec in SOURCES:
+        if spec.check_config is not None and spec.enabled(cfg):
+            try:
+                spec.check_config(cfg)
+            except ConfigError as exc:
+                raise ConfigError(exc.reason, file=cfg.source or None, field_path=exc.field_path) from None
 
 
 def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfile | None:
@@ -25,8 +59,6 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
         return None
     if not model.reference.path:
         if cfg.simulator.enabled and model.name == cfg.simulator.model:
-            from .sources.simulator import reference_profile
-
             return reference_profile(model, cfg.simulator.reference_rows, cfg.simulator.seed)
         raise ConfigError("a model with features needs reference.path (data file or profile)",
                           file=cfg.source or None, field_path=f"models[{index}].reference.path")
@@ -51,84 +83,80 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
                           file=cfg.source or None, field_path=field_path) from None
 
 
-def listen_address(addr: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` / ``:PORT`` / ``[::1]:PORT`` as Prometheus exporters do."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {addr!r}: expected HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
 class Exporter:
-    """One running exporter: pipeline, registry, HTTP server and sources."""
+    """One running exporter: pipeline, registry, HTTP server and sources.
 
-    def __init__(self, cfg: Config, listen: str = "127.0.0.1:0", clock: Callable[[], float] = time.time):
+    Built from a config; :meth:`start` serves and starts the sources,
+    :meth:`stop` stops them and closes the server.  Nothing is started by the
+    constructor except binding the listening socket (so a busy port fails early).
+    """
+
+    def __init__(self, cfg: Config, listen: str = "127.0.0.1:0", clock: Callable[[], float] = time.time,
+                 limits: ServerLimits | None = None):
+        check_sources(cfg)
+        limits = limits or ServerLimits()
         self.cfg = cfg
         self.profiles = {m.name: load_profile(cfg, i, m) for i, m in enumerate(cfg.models)}
         self.pipeline = Pipeline(cfg, self.profiles, clock=clock)
-        self.extra_collectors: list[Any] = []
-        self.simulator = None
-        if cfg.simulator.enabled:
-            from .sources.simulator import Simulator
-
-            self.simulator = Simulator(cfg.simulator, self.pipeline.submit, clock=clock)
-            self.extra_collectors.append(SimulatorCollector(self))
-        self.registry = build_registry(self.pipeline, self.extra_collectors)
-        host, port = listen_address(listen)
         self._ready = threading.Event()
-        self.server = ExporterServer(self.registry, host, port, ready=self._ready.is_set)
-        #: Things to stop on shutdown (sources started by extensions).
-        self.closers: list[Callable[[], None]] = []
-        self._install_extensions()
-
-    def _install_extensions(self) -> None:
-        """Optional sources and endpoints that plug into the pipeline/server."""
-        from .sources import api
-
-        api.install(self)  # label join, /api/v1/events and /api/v1/labels, the reverse proxy
-        from . import inference_log, webauth
-
-        inference_log.install(self)  # JSON-lines inference logs when logs.enabled
-        webauth.install(self)  # TLS, basic auth, headers from web: / --web.config.file
+        self.label_join = LabelJoin(self.pipeline, cfg.ingest.label_join_max_events,
+                                    cfg.ingest.label_join_horizon_seconds, clock=clock)
+        self.pipeline.listeners.append(self.label_join.on_batch)
+        self.inference_log: InferenceLogger | None = None
+        if cfg.logs.enabled:  # JSON-lines inference logs
+            self.inference_log = InferenceLogger(cfg)
+            self.pipeline.listeners.append(self.inference_log)
+        ctx = SourceContext(cfg=cfg, pipeline=self.pipeline, label_join=self.label_join, ready=self._ready.is_set)
+        self.sources: dict[str, Source] = {spec.name: spec.build(ctx) for spec in SOURCES if spec.enabled(cfg)}
+        collectors = [c for src in self.sources.values() for c in src.collectors()]
+        self.registry = build_registry(self.pipeline, collectors)
+        #: TLS, basic auth and headers from ``web:`` / ``--web.config.file`` (None when unset).
+        self.security: WebSecurity | None = web_security(cfg)
+        routes = [r for src in self.sources.values() for r in src.routes()]
+        sec = self.security
+        self.app = ExporterApp(self.registry, ready=self._ready.is_set, routes=routes,
+                               authenticate=sec.authenticate if sec and sec.users else None,
+                               default_headers=sec.headers if sec else None)
+        self.registry.register(self.app.stats)
+        if sec is not None:
+            self.registry.register(sec)
+        host, port = listen_address(listen)
+        tls = sec.server_context if sec is not None and sec.context() is not None else None
+        self.server = ExporterServer(self.app, host, port, limits, tls=tls,
+                                     on_handshake_failure=sec.count_handshake_failure if sec else None)
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def ingest_api(self) -> Any:
+        return self.sources.get("api")
+
+    @property
+    def simulator(self) -> Any:
+        return self.sources.get("simulator")
+
+    @property
+    def proxy(self) -> Any:
+        return self.sources.get("proxy")
+
     def start(self) -> None:
         self.server.start()
-        if self.simulator is not None:
-            self.simulator.start()
+        for src in self.sources.values():
+            src.start()
         self._ready.set()
-        log.info("exporter started", extra={"address": f"{self.server.httpd.server_address[0]}:{self.port}",
+        log.info("exporter started", extra={"address": self.server.address,
                                             "models": [m.name for m in self.cfg.models]})
 
     def stop(self) -> None:
         self._ready.clear()
-        if self.simulator is not None:
-            self.simulator.stop()
-        for close in reversed(self.closers):
+        for src in reversed(list(self.sources.values())):
             try:
-                close()
+                src.stop()
             except Exception:
-                log.exception("error while stopping")
+                log.exception("error while stopping a source")
+        if self.inference_log is not None:
+            self.inference_log.close()
         self.server.stop()
         log.info("exporter stopped")
-
-
-class SimulatorCollector:
-    """``modelmon_simulator_anomaly_active{model,scenario}``: 1 while the scenario's anomaly runs."""
-
-    def __init__(self, exporter: Exporter):
-        self.exporter = exporter
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
-        sim = self.exporter.simulator
-        g = GaugeMetricFamily("modelmon_simulator_anomaly_active",
-                              "1 while the simulated scenario's anomaly is active.", labels=["model", "scenario"])
-        if sim is not None:
-            g.add_metric([sim.cfg.model, sim.cfg.scenario], int(sim.anomalous()))
-        yield g

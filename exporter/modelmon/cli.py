@@ -17,7 +17,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import PROTOCOLS, Config, ConfigError, default_config, load_config
+from .config import PROTOCOLS, Config, ConfigError, load_config
 from .log import LEVELS, setup_logging
 
 log = logging.getLogger("modelmon")
@@ -34,12 +34,15 @@ SUBCOMMANDS: list[str] = [
 
 
 def _load(path: str | None) -> Config:
+    from .sources.simulator import default_config
+
     return load_config(path) if path else default_config()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import Exporter
     from .sources.simulator import SCENARIOS
+    from .web import ServerLimits
 
     setup_logging(args.log_level)
     try:
@@ -70,18 +73,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sim.rate = args.rate
         if args.seed is not None:
             sim.seed = args.seed
-        if args.proxy_listen_address is not None or args.proxy_upstream is not None or args.proxy_protocol:
-            from .sources.proxy import validate_proxy_config
-
+        if args.proxy_listen_address is not None or args.proxy_upstream is not None:
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
-            cfg.proxy.protocol = args.proxy_protocol or cfg.proxy.protocol
-            validate_proxy_config(cfg)
+        if args.proxy_protocol:
+            cfg.proxy.protocol = args.proxy_protocol
         if args.web_config_file:
             from pathlib import Path
 
             cfg.web.config_file = str(Path(args.web_config_file).resolve())
-        exporter = Exporter(cfg, listen=args.web_listen_address)
+        if args.web_read_header_timeout <= 0 or args.web_read_timeout <= 0 or args.web_max_connections <= 0:
+            raise ConfigError("--web.read-header-timeout, --web.read-timeout and --web.max-connections must be > 0")
+        limits = ServerLimits(header_timeout_seconds=args.web_read_header_timeout,
+                              body_timeout_seconds=args.web_read_timeout, max_connections=args.web_max_connections,
+                              max_body_bytes=max(cfg.ingest.max_body_bytes, ServerLimits.max_body_bytes))
+        exporter = Exporter(cfg, listen=args.web_listen_address, limits=limits)
     except (ConfigError, ValueError) as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
         return 2
@@ -104,10 +110,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import load_profile
+    from .app import check_sources, load_profile
 
     try:
         cfg = load_config(args.file)
+        check_sources(cfg)
         for i, m in enumerate(cfg.models):
             load_profile(cfg, i, m)
     except ConfigError as exc:
@@ -128,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                        help="exporter-toolkit web config: TLS and basic auth (see docs/security.md)")
+    serve.add_argument("--web.read-header-timeout", dest="web_read_header_timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose request head is not complete after this long (default 10)")
+    serve.add_argument("--web.read-timeout", dest="web_read_timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="answer 408 to a request whose body is not complete this long after its head (default 30)")
+    serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
+                       help="connections open at once; more get 503 (default 2048)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, incident (implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")

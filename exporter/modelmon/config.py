@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from .drift import registry
+from .protocols import Mapping
 from .protocols.oip_v2 import parse_selector
 
 FEATURE_TYPES = ("numerical", "categorical")
@@ -593,9 +595,8 @@ def _build(cls: Any, data: Any, path: str) -> Any:
 
 
 def _validate(cfg: Config) -> None:
-    """Cross-field checks the schema cannot express."""
-    from .drift import registry  # local import: drift depends on config
-
+    """Cross-field checks the schema cannot express (a source's own section is checked by
+    that source: see ``modelmon.app.check_sources``)."""
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):
         if m.name in seen:
@@ -635,10 +636,6 @@ def _validate(cfg: Config) -> None:
         wnames.add(w.name)
     if not cfg.windows:
         raise ConfigError("at least one window is required", field_path="windows")
-    if cfg.proxy.listen_address or cfg.proxy.upstream:
-        from .sources.proxy import validate_proxy_config  # local import: the proxy depends on config
-
-        validate_proxy_config(cfg)
     _validate_cloudevents(cfg)
 
 
@@ -671,6 +668,16 @@ def validate_protocol_mapping(model: ModelConfig, protocol: str, columns: list[s
                 raise ConfigError(str(exc), field_path=where) from None
 
 
+def protocol_mapping(model: ModelConfig, columns: list[str], features: dict[str, str], prediction: str,
+                     score: str) -> Mapping:
+    """A protocol module's view of a model and its (validated) columns and selectors."""
+    return Mapping(
+        model=model.name, feature_types={f.name: f.type for f in model.features},
+        classification=model.task == "classification", positive_class=model.positive_class,
+        columns=tuple(columns), features=dict(features), prediction=prediction, score=score,
+    )
+
+
 def cloudevents_model(cfg: Config, service: CloudEventsServiceConfig) -> ModelConfig | None:
     return cfg.model(service.model or service.inference_service)
 
@@ -692,6 +699,22 @@ def _validate_cloudevents(cfg: Config) -> None:
             raise ConfigError(f"unknown model {which!r} (not in models)",
                               field_path=f"{path}.model" if svc.model else f"{path}.inference_service")
         validate_protocol_mapping(model, "oip-v2", svc.columns, svc.features, svc.prediction, svc.score, path)
+
+def build_dataclass(cls: Any, data: Any, path: str = "") -> Any:
+    """One config dataclass from parsed YAML, with the same errors as the config file's
+    (other files in their own format, like the web config file, use it)."""
+    return _build(cls, data, path)
+
+
+def listen_address(addr: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` / ``:PORT`` / ``[::1]:PORT`` as Prometheus exporters do."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {addr!r}: expected HOST:PORT")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"invalid listen address {addr!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
 
 
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -746,12 +769,3 @@ def load_config(path: str | Path) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=str(p)) from None
     return config_from_dict(data, source=str(p))
-
-
-def default_config() -> Config:
-    """The config used when none is given: the simulated demo model."""
-    from .sources.simulator import demo_model_config
-
-    cfg = Config(models=[demo_model_config()])
-    cfg.simulator.enabled = True
-    return cfg

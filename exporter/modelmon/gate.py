@@ -56,7 +56,7 @@ from typing import Any, Callable
 import requests
 import yaml
 
-from .config import ConfigError, ThresholdsConfig, _build, format_duration
+from .config import ConfigError, ThresholdsConfig, build_dataclass, format_duration
 
 PASS, FAIL, NO_DATA = "pass", "fail", "no_data"
 _LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,7 +173,7 @@ def load_gate(path: str | Path) -> GateConfig:
     except yaml.YAMLError as exc:
         raise GateInputError(f"{p}: invalid YAML: {exc}") from None
     try:
-        gate = _build(GateConfig, data, "")
+        gate = build_dataclass(GateConfig, data)
         validate_gate(gate)
     except ConfigError as exc:
         raise GateInputError(str(ConfigError(exc.reason, file=str(p), field_path=exc.field_path))) from None

@@ -34,7 +34,8 @@ import random
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from .config import Config, ConfigError
 from .events import EventBatch
@@ -204,13 +205,3 @@ def validate_logs_config(cfg: Config) -> None:
     if lc.hash_fields and lc.hash_salt_env and lc.hash_salt_env not in os.environ:
         raise ConfigError(f"environment variable {lc.hash_salt_env} (the hash salt) is not set",
                           file=cfg.source or None, field_path="logs.hash_salt_env")
-
-
-def install(exporter: Any) -> InferenceLogger | None:
-    """Attach an :class:`InferenceLogger` to the exporter's pipeline when ``logs.enabled``."""
-    if not exporter.cfg.logs.enabled:
-        return None
-    logger = InferenceLogger(exporter.cfg)
-    exporter.pipeline.listeners.append(logger)
-    exporter.closers.append(logger.close)
-    return logger

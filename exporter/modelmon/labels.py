@@ -105,7 +105,7 @@ class LabelJoin:
             preds = [batch.predictions[i] for i in rows]
             scores = [batch.scores[i] for i in rows]
             versions = [batch.versions[i] for i in rows]
-        groups = mon._groups_of(batch, rows)
+        groups = mon.groups_of(batch, rows)
         if len(ids) > self.max_events:  # only the newest can be kept
             cut = len(ids) - self.max_events
             ids, ts, preds, scores, groups = ids[cut:], ts[cut:], preds[cut:], scores[cut:], groups[cut:]

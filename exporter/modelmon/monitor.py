@@ -70,7 +70,8 @@ class ModelMonitor:
         self.clock = clock
         self.profile = profile
         self.recompute_interval = cfg.drift.recompute_interval_seconds
-        self._lock = threading.Lock()
+        #: Held while the windows and counters change; collectors hold it while they read them.
+        self.lock = threading.Lock()
         self.versions: dict[str, VersionStats] = {}
         self.classes: dict[str, int] = {}
         #: Cumulative [labelled, correct] predictions per bounded version
@@ -154,7 +155,7 @@ class ModelMonitor:
         lat = np.array([math.nan if v is None else v for v in batch.latency_seconds], dtype=np.float64)
         err = np.array([e is not None for e in batch.errors], dtype=np.int8)
         features = self._monitored_columns(batch)
-        with self._lock:
+        with self.lock:
             self._count_serving(batch, lat, now)
             num = np.full((max(len(self.num_names), 1), n), math.nan)
             num_bin = np.full((max(len(self.num_names), 1), n), -1, dtype=np.int16)
@@ -193,7 +194,7 @@ class ModelMonitor:
                 predictions=[batch.predictions[i] for i in has_label],
                 labels=[batch.labels[i] for i in has_label],
                 scores=[batch.scores[i] for i in has_label],
-                groups=self._groups_of(batch, has_label),
+                groups=self.groups_of(batch, has_label),
                 delays=[0.0] * len(has_label),
                 versions=[batch.versions[i] for i in has_label],
             )
@@ -210,7 +211,7 @@ class ModelMonitor:
             cols[SCORE_FEATURE] = batch.scores
         return cols
 
-    def _groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
+    def groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
         attr = self.cfg.fairness.attribute
         if not attr:
             return [None] * len(rows)
@@ -260,7 +261,7 @@ class ModelMonitor:
         """Account predictions whose ground truth is now known."""
         now = self.clock()
         if self.cfg.task == "classification":
-            with self._lock:
+            with self.lock:
                 pred = np.array([self.class_code(p) for p in predictions])
                 lab = np.array([self.class_code(v) for v in labels])
         else:
@@ -269,7 +270,7 @@ class ModelMonitor:
         known = ~(np.isnan(pred) | np.isnan(lab))
         delay = np.maximum(np.asarray(delays, dtype=np.float64), 0.0)
         correct = (pred == lab) & known
-        with self._lock:
+        with self.lock:
             if versions is None or len(set(versions)) <= 1:
                 groups_by_version = {(versions[0] if versions else ""): slice(None)}
             else:

@@ -31,6 +31,7 @@ REJECT_REASONS = (
     "unknown_model",
     "unknown_feature",
     "body_too_large",
+    "unsupported_media_type",  # a Content-Type other than JSON / NDJSON (415)
     "unauthorized",
     "overloaded",  # shed under load
     "unknown_id",  # a label for an event the join buffer does not hold
@@ -78,6 +79,11 @@ class Pipeline:
             by_model.setdefault((e.model, e.source), []).append(e)
         for evs in by_model.values():
             self.submit(EventBatch.from_events(evs))
+
+    def counts(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Copies of the accepted ``{(model, source): n}`` and rejected ``{(source, reason): n}`` counters."""
+        with self._lock:
+            return dict(self.accepted), dict(self.rejected)
 
     def reject(self, source: str, reason: str, n: int = 1) -> None:
         if reason not in REJECT_REASONS:

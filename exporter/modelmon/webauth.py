@@ -19,14 +19,23 @@ is rejected as an unknown field or choice, never silently ignored.
 
 Where it applies:
 
-- TLS: every connection.  The handshake runs in the connection's own thread,
-  not the accept loop, so a slow client cannot stall the server; the
-  certificate is reloaded when its file changes (cert-manager rotations).
+- TLS: every connection, through an ``ssl.SSLContext``.  Handshakes run on
+  the server's event loop within the request-head deadline, so a slow client
+  cannot stall the others; the certificate is reloaded when its file changes
+  (cert-manager rotations).
 - Basic auth: every path except ``/-/healthy`` and ``/-/ready`` (probes learn
   nothing from them) and, when the ingestion API has a bearer token
   (``ingest.token_env``/``token_file``), ``/api/`` paths, which that token
   protects (one ``Authorization`` header cannot carry both).
-- Failures are counted: ``modelmon_web_auth_failures_total{reason}`` and
+- bcrypt runs in a thread of its own, never on the event loop; verified
+  credentials are cached, so a scrape every few seconds costs one bcrypt per
+  password change.  Passwords over bcrypt's 72 bytes are refused as invalid.
+  A client (address) with more than ``MAX_FAILURES`` failed attempts in
+  ``FAILURE_WINDOW_SECONDS`` gets 429 without bcrypt running, as does every
+  client while ``MAX_PENDING_CHECKS`` checks wait; a scraper whose
+  credentials are cached is never throttled.
+- Failures are counted: ``modelmon_web_auth_failures_total{reason}``
+  (``missing``, ``invalid``, ``throttled``) and
   ``modelmon_web_tls_handshake_failures_total``.
 
 bcrypt is an optional extra (``pip install 'modelmon[security]'``), needed
@@ -35,31 +44,43 @@ only when ``basic_auth_users`` is set.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import logging
 import os
 import re
-import socket
 import ssl
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
-from .config import Config, ConfigError, WebConfig, _build
+from .config import Config, ConfigError, WebConfig, build_dataclass
 
 log = logging.getLogger(__name__)
 
 #: Paths that never need credentials (probes).
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
 AUTH_CACHE_SIZE = 64
-AUTH_REASONS = ("missing", "invalid")
+AUTH_REASONS = ("missing", "invalid", "throttled")
+#: bcrypt only looks at the first 72 bytes of a password; longer ones are refused.
+BCRYPT_MAX_PASSWORD_BYTES = 72
+#: Failed attempts per client address within the window before it is answered 429 without bcrypt.
+MAX_FAILURES = 10
+FAILURE_WINDOW_SECONDS = 60.0
+#: bcrypt checks waiting at once (one runs at a time); beyond, 429 without bcrypt.
+MAX_PENDING_CHECKS = 8
+_TRACKED_CLIENTS = 10_000
 
 
 def load_web_config_file(path: str | Path) -> WebConfig:
@@ -75,7 +96,7 @@ def load_web_config_file(path: str | Path) -> WebConfig:
     if isinstance(data, dict) and "config_file" in data:
         raise ConfigError("unknown field (a web config file cannot point to another)", file=str(p), field_path="config_file")
     try:
-        web = _build(WebConfig, data, "")
+        web = build_dataclass(WebConfig, data)
     except ConfigError as exc:
         raise ConfigError(exc.reason, file=str(p), field_path=exc.field_path) from None
     tls = web.tls_server_config
@@ -118,8 +139,11 @@ class WebSecurity:
         self._tls_mtimes: list[float] = []
         self._lock = threading.Lock()
         self._ok_cache: OrderedDict[bytes, None] = OrderedDict()
-        self.auth_failures = {r: 0 for r in AUTH_REASONS}
+        self.auth_failures = dict.fromkeys(AUTH_REASONS, 0)
         self.handshake_failures = 0
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._pending = 0
+        self._bcrypt_pool: ThreadPoolExecutor | None = None
         self._bcrypt: Any = None
         self._dummy_hash = b""
         if self.users:
@@ -202,22 +226,16 @@ class WebSecurity:
                     log.error("TLS certificate reload failed; keeping the previous one", extra={"error": str(exc)})
             return self._ctx
 
-    def wrap_connection(self, conn: socket.socket) -> socket.socket | None:
-        """Server-side TLS handshake on an accepted connection (in its handler thread)."""
+    def server_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection (only when TLS is configured)."""
         ctx = self.context()
         if ctx is None:
-            return conn
-        conn.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-        try:
-            tls_conn = ctx.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            with self._lock:
-                self.handshake_failures += 1
-            log.debug("TLS handshake failed", extra={"error": str(exc)})
-            conn.close()
-            return None
-        tls_conn.settimeout(None)
-        return tls_conn
+            raise RuntimeError("TLS is not configured")
+        return ctx
+
+    def count_handshake_failure(self) -> None:
+        with self._lock:
+            self.handshake_failures += 1
 
     # ----------------------------------------------------------- basic auth
     def needs_auth(self, path: str) -> bool:
@@ -225,50 +243,116 @@ class WebSecurity:
             return False
         return not any(path.startswith(p) for p in self.bearer_paths)
 
-    def check(self, authorization: str | None) -> str | None:
-        """None when the ``Authorization`` header holds valid credentials, else the failure reason."""
-        if not authorization or not authorization[:6].lower() == "basic ":
-            return "missing"
+    @staticmethod
+    def _parse(authorization: str | None) -> tuple[str | None, str, str]:
+        """(failure reason or None, user, password) of an ``Authorization`` header."""
+        if not authorization or authorization[:6].lower() != "basic ":
+            return "missing", "", ""
         try:
             user, sep, password = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return "invalid"
+            return "invalid", "", ""
         if not sep:
-            return "invalid"
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+            return "invalid", "", ""
+        return None, user, password
+
+    @staticmethod
+    def _key(user: str, password: str) -> bytes:
+        return hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogatepass")).digest()
+
+    def _cached(self, key: bytes) -> bool:
         with self._lock:
             if key in self._ok_cache:
                 self._ok_cache.move_to_end(key)
-                return None
-        hashed = self.users.get(user)
-        ok = self._bcrypt.checkpw(password.encode(), hashed if hashed else self._dummy_hash) and hashed is not None
-        if not ok:
-            return "invalid"
-        with self._lock:
-            self._ok_cache[key] = None
-            while len(self._ok_cache) > AUTH_CACHE_SIZE:
-                self._ok_cache.popitem(last=False)
-        return None
+                return True
+        return False
 
-    def authenticate(self, req: Any) -> Any:
-        """The server's pre-routing hook: None to go on, or a 401 response."""
-        if not self.needs_auth(req.path):
+    def _verify(self, user: str, password: str, key: bytes) -> bool:
+        """bcrypt (slow by design: call it off the event loop); caches a success."""
+        secret = password.encode("utf-8", "surrogatepass")
+        hashed = self.users.get(user)
+        if len(secret) > BCRYPT_MAX_PASSWORD_BYTES:
+            return False  # bcrypt would refuse it (or, in older versions, ignore the tail)
+        ok = self._bcrypt.checkpw(secret, hashed if hashed else self._dummy_hash) and hashed is not None
+        if ok:
+            with self._lock:
+                self._ok_cache[key] = None
+                while len(self._ok_cache) > AUTH_CACHE_SIZE:
+                    self._ok_cache.popitem(last=False)
+        return ok
+
+    def check(self, authorization: str | None) -> str | None:
+        """None when the ``Authorization`` header holds valid credentials, else the failure reason
+        (runs bcrypt in the calling thread)."""
+        reason, user, password = self._parse(authorization)
+        if reason is not None:
+            return reason
+        key = self._key(user, password)
+        if self._cached(key):
             return None
-        reason = self.check(req.headers.get("Authorization"))
-        if reason is None:
-            return None
+        return None if self._verify(user, password, key) else "invalid"
+
+    def _throttled(self, client: str, now: float) -> bool:
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None:
+                return False
+            while times and times[0] < now - FAILURE_WINDOW_SECONDS:
+                times.popleft()
+            return len(times) >= MAX_FAILURES
+
+    def _record_failure(self, client: str, reason: str, now: float) -> None:
         with self._lock:
             self.auth_failures[reason] += 1
-        from .web import Response
+            times = self._failures.get(client)
+            if times is None:
+                times = self._failures[client] = deque(maxlen=MAX_FAILURES)
+                while len(self._failures) > _TRACKED_CLIENTS:
+                    self._failures.popitem(last=False)
+            else:
+                self._failures.move_to_end(client)
+            times.append(now)
 
-        return Response(401, "Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="modelmon", charset="UTF-8"',
-                                                  "Connection": "close"})  # an unread body must not become a request
+    def _refuse(self, status: int = 401) -> web.Response:
+        if status == 429:
+            return web.Response(status=429, text="Too many failed login attempts; retry later\n",
+                                headers={"Retry-After": str(int(FAILURE_WINDOW_SECONDS)), "Connection": "close"})
+        return web.Response(status=401, text="Unauthorized\n",  # Connection: close: an unread body must not become a request
+                            headers={"WWW-Authenticate": 'Basic realm="modelmon", charset="UTF-8"', "Connection": "close"})
+
+    async def authenticate(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """The server's pre-routing hook: None to go on, or a 401 / 429 response."""
+        if not self.needs_auth(request.path):
+            return None
+        client = request.remote or ""
+        now = time.monotonic()
+        reason, user, password = self._parse(request.headers.get("Authorization"))
+        if reason is not None:  # no bcrypt ran: counted, not held against the client
+            with self._lock:
+                self.auth_failures[reason] += 1
+            return self._refuse()
+        key = self._key(user, password)
+        if self._cached(key):
+            return None
+        if self._throttled(client, now) or self._pending >= MAX_PENDING_CHECKS:
+            with self._lock:
+                self.auth_failures["throttled"] += 1
+            return self._refuse(429)
+        if self._bcrypt_pool is None:
+            self._bcrypt_pool = ThreadPoolExecutor(1, thread_name_prefix="modelmon-bcrypt")
+        self._pending += 1  # only touched on the event loop
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(self._bcrypt_pool, self._verify, user, password, key)
+        finally:
+            self._pending -= 1
+        if ok:
+            return None
+        self._record_failure(client, "invalid", now)
+        return self._refuse()
 
     # ------------------------------------------------------------ collector
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         """``modelmon_web_auth_failures_total{reason}``, ``modelmon_web_tls_handshake_failures_total``."""
-        from prometheus_client.core import CounterMetricFamily
-
         auth = CounterMetricFamily("modelmon_web_auth_failures", "HTTP requests refused for missing or invalid basic-auth credentials.",
                                    labels=["reason"])
         with self._lock:
@@ -280,19 +364,12 @@ class WebSecurity:
                                   value=handshakes)
 
 
-def install(exporter: Any) -> WebSecurity | None:
-    """Apply the config's web settings to the exporter's server (nothing when none are set)."""
-    cfg: Config = exporter.cfg
-    web, source = effective_web_config(cfg)
-    if web == WebConfig(config_file=web.config_file) and not web.config_file:
+def web_security(cfg: Config) -> WebSecurity | None:
+    """The config's web settings (inline or ``web.config_file``), or None when none are set."""
+    web_cfg, source = effective_web_config(cfg)
+    if web_cfg == WebConfig(config_file=web_cfg.config_file) and not web_cfg.config_file:
         return None
-    from_file = bool(web.config_file)
+    from_file = bool(web_cfg.config_file)
     bearer = ("/api/",) if (cfg.ingest.token_env or cfg.ingest.token_file) else ()
-    sec = WebSecurity(web, source, resolve=(lambda p: Path(p)) if from_file else cfg.resolve_path, bearer_paths=bearer,
-                      field_prefix="" if from_file else "web.")
-    server = exporter.server
-    server.wrap_connection = sec.wrap_connection
-    server.authenticate = sec.authenticate
-    server.default_headers.update(sec.headers)
-    exporter.registry.register(sec)
-    return sec
+    return WebSecurity(web_cfg, source, resolve=(lambda p: Path(p)) if from_file else cfg.resolve_path,
+                       bearer_paths=bearer, field_prefix="" if from_file else "web.")

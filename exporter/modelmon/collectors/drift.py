@@ -98,7 +98,7 @@ class DriftCollector:
                 for (method, _), required in zip(plan.methods, plan.required):
                     min_values.add_metric([name, plan.name, method], required)
             ref_rows.add_metric([name], mon.profile.rows)
-            with mon._lock:
+            with mon.lock:
                 num_totals = mon.num_bin_totals.copy()
                 cat_totals = mon.cat_totals.copy()
             for i, prof in enumerate(mon.num_profiles):

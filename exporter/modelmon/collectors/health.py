@@ -50,9 +50,7 @@ class HealthCollector:
         rejected = CounterMetricFamily(
             "modelmon_events_rejected", "Events or requests refused, by source and bounded reason.", labels=["source", "reason"]
         )
-        with self.pipeline._lock:
-            acc = dict(self.pipeline.accepted)
-            rej = dict(self.pipeline.rejected)
+        acc, rej = self.pipeline.counts()
         sim = self.pipeline.config.simulator
         for name in self.pipeline.monitors:
             # Export 0 before the first event so rate() and absent() work from the start.

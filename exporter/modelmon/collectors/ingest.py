@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -20,12 +21,11 @@ from ..protocols import REASONS
 
 
 class IngestCollector:
-    """Reads the API's, the join buffer's and (when running) the proxy's counters."""
+    """Reads the API's and the join buffer's counters."""
 
-    def __init__(self, api: Any, join: Any, proxy: Any = None):
+    def __init__(self, api: Any, join: Any):
         self.api = api
         self.join = join
-        self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
         pending = GaugeMetricFamily("modelmon_label_join_pending_events",
@@ -46,7 +46,17 @@ class IngestCollector:
         )
         for model, n in sorted(dict(self.api.unknown_features if self.api is not None else {}).items()):
             unknown.add_metric([model], n)
-        out: list[Metric] = [pending, capacity, expired, unknown]
+        yield from (pending, capacity, expired, unknown)
+
+
+class ProxyCollector:
+    """Reads the reverse proxy's counters."""
+
+    def __init__(self, proxy: Any):
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        out: list[Metric] = []
         if self.proxy is not None:
             failures = CounterMetricFamily(
                 "modelmon_proxy_extraction_failures",

@@ -84,7 +84,7 @@ class QualityCollector:
             labels=["model"],
         )
         for name, mon in self.pipeline.monitors.items():
-            with mon._lock:
+            with mon.lock:
                 quality_counts = {v: tuple(c) for v, c in mon.quality_counts.items()}
                 # Every serving version exports 0 before its first label, so a
                 # model whose labels never arrive shows coverage 0, not nothing.
@@ -94,7 +94,7 @@ class QualityCollector:
                 labelled_total.add_metric([name, version], n_labelled)
                 if mon.cfg.task == "classification":
                     correct_total.add_metric([name, version], n_correct)
-            with mon._lock:
+            with mon.lock:
                 cum = mon.label_delay_counts.cumsum()
                 delay_sum = mon.label_delay_sum
             delay.add_metric(

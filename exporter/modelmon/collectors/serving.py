@@ -50,7 +50,7 @@ class ServingCollector:
         now = self.pipeline.clock()
         shortest = min(w.duration_seconds for w in self.pipeline.config.windows)
         for name, mon in self.pipeline.monitors.items():
-            with mon._lock:
+            with mon.lock:
                 versions = {v: (st.requests, dict(st.errors), st.bucket_counts.copy(), st.latency_sum, st.first_seen, st.last_seen)
                             for v, st in mon.versions.items()}
             for version, (req, errs, buckets, lsum, first, last) in versions.items():

@@ -76,6 +76,7 @@ def loads(data: bytes | str) -> Any:
 def json_depth_exceeds(value: Any, limit: int) -> bool:
     """True when ``value`` nests lists/objects more than ``limit`` levels deep."""
     stack = [(value, 1)]
+    children: Any
     while stack:
         v, d = stack.pop()
         if type(v) is dict:

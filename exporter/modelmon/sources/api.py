@@ -12,12 +12,14 @@ item's index, reason and a message naming the field::
 Status codes: 200 when anything was accepted (or the batch was empty), 400
 when nothing was (the first item's problem is the message), 404 when every
 item names an unknown model (policy ``reject``), 401 without the configured
-bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for an
-unsupported ``Content-Encoding``, 429 when ``ingest.max_concurrent_requests``
-are already being processed, 503 while the exporter starts or stops (and,
-from the web server, when too many connections are open).  Every
-refusal is counted in ``modelmon_events_rejected_total{source,reason}``:
-per item for item problems, once per request for request-level ones.
+bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for a
+``Content-Type`` other than ``application/json`` / ``application/x-ndjson``
+or an unsupported ``Content-Encoding``, 429 when
+``ingest.max_concurrent_requests`` bodies are already being processed
+(a body is read in full, under the server's whole-body deadline, before it
+takes a slot), 503 while the exporter starts or stops.  Every refusal is
+counted in ``modelmon_events_rejected_total{source,reason}``: per item for
+item problems, once per request for request-level ones.
 
 Decoding and validation are the shared ingest schema (:mod:`modelmon.ingest`):
 events become :class:`~modelmon.events.EventBatch` columns decoded in one
@@ -26,32 +28,31 @@ typed pass, numerical features as float arrays.
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..config import Config, ConfigError
+from aiohttp import web
+
+from ..collectors.ingest import IngestCollector
+from ..config import Config
 from ..ingest import (
     BodyError,
-    BodyLimits,
-    BodyTooLarge,
     DecodedBody,
     EventValidator,
     ItemError,
     Malformed,
     Rejection,
-    UnsupportedEncoding,
     canonical_class,
-    decode_items,
     label_string,
     regression_value,
 )
 from ..labels import LabelJoin
 from ..pipeline import Pipeline
-from ..web import ExporterServer, Request, Response, json_error
+from ..web import Route, json_error, json_response
+from .guard import Handler, IngestGuard, read_token
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ EVENTS_PATH = "/api/v1/events"
 LABELS_PATH = "/api/v1/labels"
 #: Header a client sets to be counted as ``source="client"`` instead of ``api``.
 SOURCE_HEADER = "X-Modelmon-Source"
+#: Media types a body may have (parameters such as ``charset=utf-8`` are allowed).
+MEDIA_TYPES = ("application/json", "application/x-ndjson")
 LABEL_FIELDS = frozenset({"id", "label", "model"})
 #: At most this many refused items are listed in a response (all are counted).
 MAX_LISTED = 1000
@@ -67,30 +70,10 @@ MAX_LISTED = 1000
 # --------------------------------------------------------------------------- the API
 
 
-def read_token(cfg: Config) -> str | None:
-    """The bearer token from ``ingest.token_env`` / ``ingest.token_file`` (never logged)."""
-    ing = cfg.ingest
-    if ing.token_env:
-        tok = os.environ.get(ing.token_env, "")
-        if not tok.strip():
-            raise ConfigError(f"environment variable {ing.token_env} is not set or empty",
-                              file=cfg.source or None, field_path="ingest.token_env")
-        return tok.strip()
-    if ing.token_file:
-        path = cfg.resolve_path(ing.token_file)
-        try:
-            tok = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", file=cfg.source or None,
-                              field_path="ingest.token_file") from None
-        if not tok:
-            raise ConfigError(f"{path} is empty", file=cfg.source or None, field_path="ingest.token_file")
-        return tok
-    return None
-
-
 class IngestAPI:
-    """The two ingestion endpoints; stateless apart from counters and the join buffer."""
+    """The two ingestion endpoints (the ``api`` source); stateless apart from counters and the join buffer."""
+
+    name = "api"
 
     def __init__(self, pipeline: Pipeline, cfg: Config, join: LabelJoin, token: str | None = None,
                  ready: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time):
@@ -98,63 +81,44 @@ class IngestAPI:
         self.cfg = cfg
         self.ing = cfg.ingest
         self.join = join
-        self._token = token.encode() if token else None
         self.ready = ready
         self.clock = clock
-        self.limits = BodyLimits(max_bytes=self.ing.max_body_bytes)
+        self.guard = IngestGuard(pipeline, cfg, token, ready, MEDIA_TYPES)
         self.validator = EventValidator(cfg.models, unknown_feature=self.ing.unknown_feature, clock=clock)
-        self._slots = threading.BoundedSemaphore(self.ing.max_concurrent_requests)
         self._lock = threading.Lock()
         #: Feature values dropped because the feature is not configured, per model.
         self.unknown_features: dict[str, int] = {m.name: 0 for m in cfg.models}
 
-    def install(self, server: ExporterServer) -> None:
-        server.add_route("POST", EVENTS_PATH, self.post_events)
-        server.add_route("POST", LABELS_PATH, self.post_labels)
+    # ------------------------------------------------------------ source contract
+    def routes(self) -> list[Route]:
+        return [Route("POST", EVENTS_PATH, self.post_events), Route("POST", LABELS_PATH, self.post_labels)]
+
+    def collectors(self) -> list[Any]:
+        return [IngestCollector(self, self.join)]
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.guard.close()
+
+    @property
+    def busy(self) -> int:
+        """Bodies being decoded and validated now."""
+        return self.guard.busy
+
+    @busy.setter
+    def busy(self, n: int) -> None:
+        self.guard.busy = n
 
     # ------------------------------------------------------------ plumbing
-    def _source(self, req: Request) -> str:
+    @staticmethod
+    def _source(req: web.BaseRequest) -> str:
         return "client" if (req.headers.get(SOURCE_HEADER) or "").strip().lower() == "client" else "api"
 
-    def guarded(self, req: Request, handle: Callable[[bytes, str], Response]) -> Response:
-        """Auth, load shedding, body limits; then ``handle(body, source)`` (also for other ingestion routes)."""
-        source = self._source(req)
-        if self._token is not None:
-            given = req.headers.get("Authorization") or ""
-            scheme, _, cred = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(cred.strip().encode(), self._token):
-                self.pipeline.reject(source, "unauthorized")
-                return Response(401, {"error": "missing or invalid bearer token"},
-                                headers={"WWW-Authenticate": 'Bearer realm="modelmon"', "Connection": "close"})
-        if not self.ready():
-            self.pipeline.reject(source, "overloaded")
-            return Response(503, {"error": "exporter is starting or stopping"},
-                            headers={"Retry-After": "1", "Connection": "close"})
-        if not self._slots.acquire(timeout=0.05):
-            self.pipeline.reject(source, "overloaded")
-            return Response(429, {"error": f"too many ingestion requests at once (max {self.ing.max_concurrent_requests})"},
-                            headers={"Retry-After": "1", "Connection": "close"})
-        try:
-            limit = self.ing.max_body_bytes
-            raw = req.read_body(limit)
-            if raw is None:
-                self.pipeline.reject(source, "body_too_large")
-                return Response(413, {"error": f"body larger than ingest.max_body_bytes ({limit} bytes)"},
-                                headers={"Connection": "close"})
-            try:
-                body = decode_items(raw, req.headers.get("Content-Encoding"), self.limits)
-            except BodyTooLarge:
-                self.pipeline.reject(source, "body_too_large")
-                return json_error(413, f"decoded body larger than ingest.max_body_bytes ({limit} bytes)")
-            except UnsupportedEncoding as exc:
-                self.pipeline.reject(source, "malformed")
-                return json_error(415, str(exc))
-            except BodyError as exc:
-                self.pipeline.reject(source, "malformed")
-                return json_error(400, str(exc))
-            return handle(body, source)
-        finally:
-            self._slots.release()
+    async def _guarded(self, req: web.BaseRequest, handle: Handler) -> web.StreamResponse:
+        """Token, media type, body, load shedding, decoding (:mod:`.guard`); then ``handle(body, source)``."""
+        return await self.guard(req, self._source(req), handle)
 
     def _count_rejections(self, source: str, rejected: list[Rejection]) -> None:
         counts: dict[str, int] = {}
@@ -168,10 +132,10 @@ class IngestAPI:
         return [{"index": i, "reason": r, "error": m} for i, r, m in rejected[:MAX_LISTED]]
 
     # ------------------------------------------------------------ events
-    def post_events(self, req: Request) -> Response:
-        return self.guarded(req, self._events)
+    async def post_events(self, req: web.BaseRequest) -> web.StreamResponse:
+        return await self._guarded(req, self._events)
 
-    def _events(self, body: DecodedBody, source: str) -> Response:
+    def _events(self, body: DecodedBody, source: str) -> web.Response:
         try:
             res = self.validator.validate(body, source)
         except BodyError as exc:
@@ -187,18 +151,18 @@ class IngestAPI:
         payload: dict[str, Any] = {"accepted": res.accepted, "rejected_count": len(res.rejected),
                                    "rejected": self._listing(res.rejected)}
         if res.accepted or not res.rejected:
-            return Response(200, payload)
+            return json_response(200, payload)
         if all(r.reason == "unknown_model" for r in res.rejected):
             names = ", ".join(repr(m) for m in sorted(res.unknown_models)[:5])
             if self.ing.unknown_model == "count":
-                return Response(200, payload)
-            return Response(404, {"error": f"unknown model {names} (not in the exporter's config)", **payload})
+                return json_response(200, payload)
+            return json_response(404, {"error": f"unknown model {names} (not in the exporter's config)", **payload})
         index, _, message = res.rejected[0]
-        return Response(400, {"error": f"item {index}: {message}", **payload})
+        return json_response(400, {"error": f"item {index}: {message}", **payload})
 
     # ------------------------------------------------------------ labels
-    def post_labels(self, req: Request) -> Response:
-        return self.guarded(req, self._labels)
+    async def post_labels(self, req: web.BaseRequest) -> web.StreamResponse:
+        return await self._guarded(req, self._labels)
 
     def _convert_label(self, model: str, label: Any) -> Any:
         mcfg = self.pipeline.monitors[model].cfg
@@ -209,7 +173,7 @@ class IngestAPI:
         except ItemError as exc:
             raise ValueError(str(exc)) from None
 
-    def _labels(self, body: DecodedBody, source: str) -> Response:
+    def _labels(self, body: DecodedBody, source: str) -> web.Response:
         try:
             items = body.items()
         except BodyError as exc:
@@ -226,7 +190,7 @@ class IngestAPI:
                 continue
             try:
                 if item.keys() - LABEL_FIELDS:
-                    bad = sorted(item.keys() - LABEL_FIELDS)[0]
+                    bad = min(item.keys() - LABEL_FIELDS)
                     raise ItemError("invalid_field", f"{bad}: unknown field (expected id, label, model)")
                 if item.get("id") is None:
                     raise ItemError("invalid_field", "id: required")
@@ -257,49 +221,16 @@ class IngestAPI:
         accepted = sum(joined.joined.values())
         payload = {"accepted": accepted, "rejected_count": len(rejected), "rejected": self._listing(rejected)}
         if accepted or not rejected:
-            return Response(200, payload)
+            return json_response(200, payload)
         if all(r == "unknown_id" for _, r, _ in rejected):
-            return Response(404, {"error": "no recent event with these ids (unknown, expired or already labelled)", **payload})
+            return json_response(404, {"error": "no recent event with these ids (unknown, expired or already labelled)", **payload})
         index, _, message = rejected[0]
-        return Response(400, {"error": f"item {index}: {message}", **payload})
+        return json_response(400, {"error": f"item {index}: {message}", **payload})
 
 
 # --------------------------------------------------------------------------- wiring
 
 
-def install(exporter: Any) -> None:
-    """Attach the label join, the ingestion endpoints and (when configured) the
-    reverse proxy to an :class:`~modelmon.app.Exporter`."""
-    from ..collectors.ingest import IngestCollector
-
-    cfg = exporter.cfg
-    token = read_token(cfg) if cfg.ingest.enabled else None
-    join = LabelJoin(exporter.pipeline, cfg.ingest.label_join_max_events, cfg.ingest.label_join_horizon_seconds,
-                     clock=exporter.pipeline.clock)
-    exporter.pipeline.listeners.append(join.on_batch)
-    exporter.label_join = join
-    proxy = None
-    if cfg.proxy.listen_address:
-        from .proxy import ProxySource
-
-        proxy = ProxySource(cfg, exporter.pipeline)
-        proxy.start()
-        exporter.closers.append(proxy.stop)
-    exporter.proxy = proxy
-    api = None
-    if cfg.ingest.enabled:
-        api = IngestAPI(exporter.pipeline, cfg, join, token=token, ready=exporter._ready.is_set,
-                        clock=exporter.pipeline.clock)
-        api.install(exporter.server)
-        exporter.server.on_shed = lambda: exporter.pipeline.reject("api", "overloaded")
-    exporter.ingest_api = api
-    exporter.registry.register(IngestCollector(api, join, proxy))
-    if api is not None:
-        from ..collectors.cloudevents import CloudEventsCollector
-        from .cloudevents import CloudEventsSink
-
-        sink = CloudEventsSink(cfg, api)
-        sink.install(exporter.server)
-        sink.start()
-        exporter.closers.append(sink.stop)
-        exporter.registry.register(CloudEventsCollector(sink))
+def build(cfg: Config, pipeline: Pipeline, join: LabelJoin, ready: Callable[[], bool]) -> IngestAPI:
+    """The ``api`` source from the config (reads the bearer token; never logs it)."""
+    return IngestAPI(pipeline, cfg, join, token=read_token(cfg), ready=ready, clock=pipeline.clock)

@@ -11,8 +11,10 @@ the buffer every second) and counted.
 
 Answers: 200 (taken: joined, or held for its partner), 400 for a body that is
 not a KServe inference CloudEvent, 404 for an InferenceService that maps to
-no model, plus the ingestion API's own 401 / 413 / 415 / 429 / 503.  The
-logger does not retry, so a refusal is final: every one is counted.
+no model, plus the ingestion routes' own 401 / 413 / 415 / 429 / 503
+(:mod:`.guard`: the same token and limits as ``/api/v1/events``; any
+``Content-Type``, since the body is the logged payload).  The logger does not
+retry, so a refusal is final: every one is counted.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from ..config import CloudEventsServiceConfig, Config, cloudevents_model
+from aiohttp import web
+
+from ..collectors.cloudevents import CloudEventsCollector
+from ..config import CloudEventsServiceConfig, Config, cloudevents_model, protocol_mapping
+from ..ingest import DecodedBody, EventValidator
+from ..pipeline import Pipeline
 from ..protocols import Mapping, ProtocolError
 from ..protocols import cloudevents as ce
-from ..web import Request, Response, json_error
-from .proxy import protocol_mapping
+from ..web import Route, json_error, json_response
+from .guard import IngestGuard, read_token
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +55,16 @@ class _Target:
 
 
 class CloudEventsSink:
-    """Joins logged requests and responses and hands their events to the ingestion API."""
+    """The ``cloudevents`` source: joins logged requests and responses into validated events."""
 
-    def __init__(self, cfg: Config, api: Any, clock: Any = time.monotonic):
+    name = SOURCE
+
+    def __init__(self, cfg: Config, pipeline: Pipeline, token: str | None = None,
+                 ready: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg.cloudevents
-        self.api = api
-        self.pipeline = api.pipeline
+        self.pipeline = pipeline
+        self.guard = IngestGuard(pipeline, cfg, token, ready, media_types=None, thread_name="modelmon-cloudevents")
+        self.validator = EventValidator(cfg.models, unknown_feature=cfg.ingest.unknown_feature, clock=pipeline.clock)
         self.buffer = ce.JoinBuffer(self.cfg.join_horizon_seconds, self.cfg.max_pending, self.cfg.max_pending_bytes,
                                     clock=clock)
         self._targets: dict[tuple[str, str], _Target] = {}
@@ -78,9 +90,12 @@ class CloudEventsSink:
         return _Target(protocol_mapping(model, svc.columns, svc.features, svc.prediction, svc.score),
                        dict(svc.endpoints))
 
-    # ------------------------------------------------------------ lifecycle
-    def install(self, server: Any) -> None:
-        server.add_route("POST", PATH, self.post)
+    # ------------------------------------------------------------ source contract
+    def routes(self) -> list[Route]:
+        return [Route("POST", PATH, self.post)]
+
+    def collectors(self) -> list[Any]:
+        return [CloudEventsCollector(self)]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._sweeper, name="modelmon-cloudevents", daemon=True)
@@ -91,6 +106,7 @@ class CloudEventsSink:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._use(self.buffer.drain())
+        self.guard.close()
 
     def _sweeper(self) -> None:
         while not self._stop.wait(SWEEP_INTERVAL):
@@ -104,20 +120,24 @@ class CloudEventsSink:
         return self._use(self.buffer.expired())
 
     # ------------------------------------------------------------ HTTP
-    def post(self, req: Request) -> Response:
-        # The API's guard: token, load shedding, body size and Content-Encoding; the body itself is the
-        # logged payload (any bytes, Triton's binary extension included), read here.
-        return self.api.guarded(req, lambda body, _source: self._handle(dict(req.headers.items()), body.data))
+    async def post(self, req: web.BaseRequest) -> web.StreamResponse:
+        # The body is the logged payload (any bytes, Triton's binary extension included), read here.
+        headers = dict(req.headers.items())
+
+        def handle(body: DecodedBody, _source: str) -> web.Response:
+            return self._handle(headers, body.data)
+
+        return await self.guard(req, SOURCE, handle)
 
     def target(self, ev: ce.CloudEvent) -> _Target | None:
         return self._targets.get((ev.inference_service, ev.namespace)) or self._targets.get((ev.inference_service, ""))
 
-    def _refuse(self, reason: str, status: int, message: str) -> Response:
+    def _refuse(self, reason: str, status: int, message: str) -> web.Response:
         with self._lock:
             self.refused[reason] = self.refused.get(reason, 0) + 1
         return json_error(status, message)
 
-    def _handle(self, headers: dict[str, str], body: bytes) -> Response:
+    def _handle(self, headers: dict[str, str], body: bytes) -> web.Response:
         try:
             ev = ce.parse(headers, body)
         except ProtocolError as exc:
@@ -131,7 +151,7 @@ class CloudEventsSink:
         exchange = self.buffer.add(ev)
         accepted = self._use([exchange] if exchange is not None else [])
         accepted += self.sweep()
-        return Response(200, {"accepted": accepted, "joined": exchange is not None})
+        return json_response(200, {"accepted": accepted, "joined": exchange is not None})
 
     def _use(self, exchanges: list[ce.Exchange]) -> int:
         """Events of these exchanges into the pipeline (via the ingestion API's validation)."""
@@ -153,7 +173,7 @@ class CloudEventsSink:
             items += events
         if not items:
             return 0
-        res = self.api.validator.validate_items(items, SOURCE)
+        res = self.validator.validate_items(items, SOURCE)
         for batch in res.batches:
             self.pipeline.submit(batch)
         counts: dict[str, int] = {}
@@ -162,3 +182,8 @@ class CloudEventsSink:
         for reason, n in counts.items():
             self.pipeline.reject(SOURCE, reason, n)
         return int(res.accepted)
+
+
+def build(cfg: Config, pipeline: Pipeline, ready: Callable[[], bool]) -> CloudEventsSink:
+    """The ``cloudevents`` source from the config (the ingestion token applies to it too)."""
+    return CloudEventsSink(cfg, pipeline, token=read_token(cfg), ready=ready)

@@ -39,10 +39,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..config import Config, ConfigError, ModelConfig, validate_protocol_mapping
-from ..pipeline import Pipeline
+from ..collectors.ingest import ProxyCollector
+from ..config import Config, ConfigError, ModelConfig, listen_address, protocol_mapping, validate_protocol_mapping
 from ..ingest import ItemError, ItemValidator, canonical_class, loads
-from ..protocols import Mapping, ProtocolError, decompress, kserve_v1, oip_v2
+from ..pipeline import Pipeline
+from ..protocols import ProtocolError, decompress, kserve_v1, oip_v2
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ def proxy_model(cfg: Config) -> ModelConfig | None:
 
 def validate_proxy_config(cfg: Config) -> None:
     """Cross-field checks of the ``proxy`` section (called by the config loader and the CLI)."""
-    from ..app import listen_address
-
     p = cfg.proxy
     if not p.listen_address:
         raise ConfigError("required when proxy.upstream is set", field_path="proxy.listen_address")
@@ -269,8 +268,6 @@ class ProxySource:
     """A reverse-proxy listener feeding the pipeline (``source="proxy"``)."""
 
     def __init__(self, cfg: Config, pipeline: Pipeline):
-        from ..app import listen_address
-
         validate_proxy_config(cfg)
         self.cfg = cfg.proxy
         self.pipeline = pipeline
@@ -313,6 +310,14 @@ class ProxySource:
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ lifecycle
+    name = "proxy"
+
+    def routes(self) -> list[Any]:
+        return []  # the proxy has its own listener
+
+    def collectors(self) -> list[Any]:
+        return [ProxyCollector(self)]
+
     def start(self) -> None:
         for target, name in ((self.httpd.serve_forever, "modelmon-proxy"), (self._flusher, "modelmon-proxy-flush")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -488,16 +493,6 @@ class ProxySource:
             return v if type(v) in (int, float) and math.isfinite(v) else None
         except ItemError:
             return None
-
-
-def protocol_mapping(model: ModelConfig, columns: list[str], features: dict[str, str], prediction: str,
-                     score: str) -> Mapping:
-    """A protocol module's view of a model and its configured selectors."""
-    return Mapping(
-        model=model.name, feature_types={f.name: f.type for f in model.features},
-        classification=model.task == "classification", positive_class=model.positive_class,
-        columns=tuple(columns), features=dict(features), prediction=prediction, score=score,
-    )
 
 
 #: Triton's binary tensor extension: the length of the JSON part of a body.

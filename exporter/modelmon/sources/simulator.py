@@ -39,13 +39,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ..config import (FairnessConfig, FeatureConfig, ModelConfig, MultivariateDriftConfig, PerformanceEstimationConfig,
-                      SimulatorConfig)
+from ..config import (
+    Config,
+    FairnessConfig,
+    FeatureConfig,
+    ModelConfig,
+    MultivariateDriftConfig,
+    PerformanceEstimationConfig,
+    SimulatorConfig,
+)
 from ..drift.reference import ReferenceProfile, build_profile
 from ..estimation.sections import fit_sections
 from ..events import EventBatch
@@ -98,6 +107,13 @@ def demo_model_config(name: str = "demo") -> ModelConfig:
         performance_estimation=PerformanceEstimationConfig(enabled=True),
         multivariate_drift=MultivariateDriftConfig(enabled=True),
     )
+
+
+def default_config() -> Config:
+    """The config used when ``modelmon serve`` runs without one: the simulated demo model."""
+    cfg = Config(models=[demo_model_config()])
+    cfg.simulator.enabled = True
+    return cfg
 
 
 def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
@@ -167,7 +183,9 @@ def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> Refere
 
 
 class Simulator:
-    """Generates the demo model's traffic in a background thread."""
+    """Generates the demo model's traffic in a background thread (the ``simulator`` source)."""
+
+    name = "simulator"
 
     TICK = 0.1  # seconds between batches
 
@@ -248,6 +266,12 @@ class Simulator:
         return n
 
     # ---------------------------------------------------------------- thread
+    def routes(self) -> list[Any]:
+        return []
+
+    def collectors(self) -> list[Any]:
+        return [SimulatorCollector(self)]
+
     def start(self) -> None:
         self.started_at = self.clock()
         self._thread = threading.Thread(target=self._run, name="modelmon-simulator", daemon=True)
@@ -269,3 +293,17 @@ class Simulator:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class SimulatorCollector:
+    """``modelmon_simulator_anomaly_active{model,scenario}``: 1 while the scenario's anomaly runs."""
+
+    def __init__(self, simulator: Simulator):
+        self.simulator = simulator
+
+    def collect(self) -> Iterator[Metric]:
+        sim = self.simulator
+        g = GaugeMetricFamily("modelmon_simulator_anomaly_active",
+                              "1 while the simulated scenario's anomaly is active.", labels=["model", "scenario"])
+        g.add_metric([sim.cfg.model, sim.cfg.scenario], int(sim.anomalous()))
+        yield g
