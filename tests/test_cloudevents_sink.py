@@ -183,3 +183,21 @@ def test_config_errors_name_the_field(tmp_path: Path, services: list[dict[str, A
     with pytest.raises(ConfigError) as exc:
         config_from_dict(config(tmp_path, services=services), source="modelmon.yml")
     assert exc.value.field_path == field and str(exc.value).startswith("modelmon.yml: " + field)
+
+
+def test_binary_payload_through_http(start: Callable[..., Exporter]) -> None:
+    # Triton binary tensors: the logger posts the raw body with the request's Content-Type; the sink
+    # reads it when metadataHeaders kept Inference-Header-Content-Length (in Ce-Metadata).
+    import numpy as np
+
+    exp = start()
+    raw = np.array([3.0, 40.0], dtype="<f4").tobytes()
+    head = json.dumps({"inputs": [{"name": "tenure", "shape": [2], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    meta = json.dumps({"Inference-Header-Content-Length": [str(len(head))]})
+    r = post(exp, "request", head + raw, isvc="churn", **{"Content-Type": "application/octet-stream", "Ce-Metadata": meta})
+    assert r.status_code == 200
+    r = post(exp, "response", {"model_name": "churn", "outputs": [
+        {"name": "predict", "shape": [2], "datatype": "INT64", "data": [0, 1]}]}, isvc="churn")
+    assert r.json() == {"accepted": 2, "joined": True}
+    assert sample(exp, "modelmon_feature_missing_ratio", model="churn", feature="tenure", window="5m") == 0
