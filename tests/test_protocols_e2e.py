@@ -320,3 +320,28 @@ def test_proxy_protocol_config_errors_name_the_field(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "modelmon", "serve", "--proxy.protocol", "grpc"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--proxy.protocol" in out.stderr
+
+
+def test_json_paths_read_gzip_bodies_that_pass_unchanged(data: Data, oip_server: str, servers: Any, tmp_path: Path) -> None:
+    """The proxy forwards a gzip body as it came (Content-Encoding intact) and the dotted paths read it decoded."""
+    import gzip
+
+    ref = tmp_path / "reference.csv"
+    ref.write_text("\n".join([data.names[0]] + [repr(float(v)) for v in data.X[:TRAIN, 0]]) + "\n")
+    cfg = {"models": [{"name": "cancer", "features": [{"name": data.names[0]}], "reference": {"path": str(ref)}}],
+           "windows": [{"duration": "5m"}],
+           "proxy": {"features": {data.names[0]: "instances[*].0"}, "score": "predictions[*].1"}}
+    (tmp_path / "modelmon.yml").write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    exp = servers.exporter("--config", str(tmp_path / "modelmon.yml"), "--proxy.listen-address", f"127.0.0.1:{port}",
+                           "--proxy.upstream", oip_server)
+    x = data.serve_X[:20]
+    r = requests.post(f"http://127.0.0.1:{port}/v1/models/cancer:predict", timeout=30,
+                      data=gzip.compress(json.dumps({"instances": x.tolist()}).encode()),
+                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 20
+    wait_until(lambda: sample(exp.metrics(), "modelmon_requests_total", model="cancer") == 20, timeout=20,
+               what="proxied rows recorded")
+    text = exp.metrics()
+    assert sample(text, "modelmon_proxy_extraction_failures_total", model="cancer") == 0
+    assert sample(text, "modelmon_feature_missing_ratio", model="cancer", feature=data.names[0], window="5m") == 0

@@ -400,8 +400,17 @@ class ProxyConfig:
     score: str = ""
     #: Feature -> dotted path into the JSON *response* body of its attribution (explanations served with predictions).
     attributions: dict[str, str] = field(default_factory=dict)
+    #: Upstream connect timeout, longest wait for each read from the upstream (then 504), and
+    #: the deadline for a client's whole request body (then 408).
     timeout_seconds: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
-    #: JSON bodies up to this size are parsed for extraction; larger ones only pass through.
+    #: A client's request head must arrive within this of the connection opening or of the
+    #: previous response; idle keep-alive connections are closed after it too.
+    header_timeout_seconds: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
+    #: Client connections open at once; more are answered 503 and closed.
+    max_connections: int = field(default=4096, metadata=_check(_positive, "must be > 0"))
+    #: Kept-alive connections to the upstream (the pool's size).
+    upstream_connections: int = field(default=100, metadata=_check(_positive, "must be > 0"))
+    #: JSON bodies up to this size are captured for extraction; larger ones only pass through.
     max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     #: Events waiting for the pipeline; when full, events are dropped and counted (requests still pass).
     queue_max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
