@@ -158,13 +158,15 @@ proxy:
         finally:
             upstream.terminate()
             upstream.wait(timeout=10)
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+    load = Path("/proc/loadavg").read_text().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
     print(f"modelmon proxy.protocol benchmark: {args.requests:,} requests each way per protocol, {args.rows} row(s) "
           f"per request, sequential keep-alive, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load average {' '.join(load)}")
     print(f"{'':15s}{'direct p50/p90/p99':>24s}{'proxy p50/p90/p99':>24s}{'added p50/p90/p99':>24s}  (ms)  recorded rows")
+    def fmt(v: np.ndarray) -> str:
+        return "/".join(f"{x:.3f}" for x in v)
+
     for mode, dq, pq, recorded, expected in results:
-        fmt = lambda v: "/".join(f"{x:.3f}" for x in v)  # noqa: E731
         print(f"{mode:15s}{fmt(dq):>24s}{fmt(pq):>24s}{fmt(pq - dq):>24s}        {recorded:,.0f} of {expected:,}")
 
 

@@ -28,7 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from ..collectors.cloudevents import CloudEventsCollector
-from ..config import CloudEventsServiceConfig, Config, cloudevents_model, protocol_mapping
+from ..config import (
+    CloudEventsServiceConfig,
+    Config,
+    cloudevents_model,
+    protocol_mapping,
+)
 from ..ingest import DecodedBody, EventValidator
 from ..pipeline import Pipeline
 from ..protocols import Mapping, ProtocolError

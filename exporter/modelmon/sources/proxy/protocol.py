@@ -57,9 +57,9 @@ class ProtocolExtractor:
         base = self.serving_event(ex)
         try:
             req, resp = decoded_bodies(ex, self.limit)
-        except ExtractionError as exc:
+        except ExtractionError:
             self.failures["malformed"] += 1
-            raise exc
+            raise
         if ex.error:
             resp = None
         try:
