@@ -201,3 +201,16 @@ def test_binary_payload_through_http(start: Callable[..., Exporter]) -> None:
         {"name": "predict", "shape": [2], "datatype": "INT64", "data": [0, 1]}]}, isvc="churn")
     assert r.json() == {"accepted": 2, "joined": True}
     assert sample(exp, "modelmon_feature_missing_ratio", model="churn", feature="tenure", window="5m") == 0
+
+
+def test_reload_applies_new_services(start: Callable[..., Exporter], tmp_path: Path) -> None:
+    from modelmon.preflight import load_profiles
+
+    exp = start()
+    assert post(exp, "request", {"instances": [[1.0, "US"]]}, isvc="fraud-v2").status_code == 404
+    cfg = config_from_dict(config(tmp_path, join_horizon="5s", services=[
+        {"inference_service": "fraud-v2", "model": "fraud", "endpoints": {"default": "2.0"}}]))
+    exp.reload(cfg, load_profiles(cfg))
+    post(exp, "request", {"instances": [[1.0, "US"]]}, id_="r2", isvc="fraud-v2")
+    assert post(exp, "response", {"predictions": [1]}, id_="r2", isvc="fraud-v2").json() == {"accepted": 1, "joined": True}
+    assert sample(exp, "modelmon_requests_total", model="fraud", version="2.0") == 1

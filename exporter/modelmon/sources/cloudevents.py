@@ -72,15 +72,7 @@ class CloudEventsSink:
         self.validator = EventValidator(cfg.models, unknown_feature=cfg.ingest.unknown_feature, clock=pipeline.clock)
         self.buffer = ce.JoinBuffer(self.cfg.join_horizon_seconds, self.cfg.max_pending, self.cfg.max_pending_bytes,
                                     clock=clock)
-        self._targets: dict[tuple[str, str], _Target] = {}
-        for svc in self.cfg.services:
-            model = cloudevents_model(cfg, svc)
-            assert model is not None  # checked by the config loader
-            self._targets[(svc.inference_service, svc.namespace)] = self._target(model, svc)
-        for model in cfg.models:
-            key = (model.name, "")
-            if key not in self._targets:
-                self._targets[key] = self._target(model, CloudEventsServiceConfig(inference_service=model.name))
+        self._targets = self._targets_of(cfg)
         self._lock = threading.Lock()
         #: CloudEvents received, by ``request`` / ``response``.
         self.received = {"request": 0, "response": 0}
@@ -89,6 +81,30 @@ class CloudEventsSink:
         self.refused = {r: 0 for r in REFUSED_REASONS}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def reconfigure(self, cfg: Config) -> None:
+        """A config reload: the new models and services; the join buffer keeps what it holds
+        (its bounds and horizon take the new values)."""
+        self.validator = EventValidator(cfg.models, unknown_feature=cfg.ingest.unknown_feature,
+                                        clock=self.pipeline.clock)
+        self._targets = self._targets_of(cfg)
+        self.cfg = c = cfg.cloudevents
+        self.buffer.horizon, self.buffer.max_pending, self.buffer.max_bytes = (
+            c.join_horizon_seconds, c.max_pending, c.max_pending_bytes)
+
+    @classmethod
+    def _targets_of(cls, cfg: Config) -> dict[tuple[str, str], _Target]:
+        """(InferenceService, namespace) -> target; a model's own name (any namespace) unless mapped."""
+        targets: dict[tuple[str, str], _Target] = {}
+        for svc in cfg.cloudevents.services:
+            model = cloudevents_model(cfg, svc)
+            assert model is not None  # checked by the config loader
+            targets[(svc.inference_service, svc.namespace)] = cls._target(model, svc)
+        for model in cfg.models:
+            key = (model.name, "")
+            if key not in targets:
+                targets[key] = cls._target(model, CloudEventsServiceConfig(inference_service=model.name))
+        return targets
 
     @staticmethod
     def _target(model: Any, svc: CloudEventsServiceConfig) -> _Target:
