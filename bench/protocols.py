@@ -127,7 +127,7 @@ def main() -> None:
         up_port = free_port()
         rng = np.random.default_rng(0)
         (d / "ref.csv").write_text("age,income\n" + "".join(
-            f"{a:.2f},{i:.0f}\n" for a, i in zip(rng.normal(40, 12, 2000), rng.normal(50000, 15000, 2000))))
+            f"{a:.2f},{i:.0f}\n" for a, i in zip(rng.normal(40, 12, 2000), rng.normal(50000, 15000, 2000), strict=True)))
         upstream = subprocess.Popen([sys.executable, str(d / "upstream.py"), str(up_port)],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         results = []

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from modelmon.config import FeatureConfig, ModelConfig
+from modelmon.ingest import ItemValidator
 from modelmon.protocols import Mapping, ProtocolError, kserve_v1, oip_v2
 from modelmon.protocols import cloudevents as ce
-from modelmon.ingest import ItemValidator
 
 MODEL = ModelConfig(name="m", features=[FeatureConfig("a"), FeatureConfig("b"), FeatureConfig("colour", type="categorical")])
 MAP = Mapping(model="m", feature_types={"a": "numerical", "b": "numerical", "colour": "categorical"})

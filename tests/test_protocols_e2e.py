@@ -20,8 +20,9 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ class OipServer:
         if not (req.get("parameters") or {}).get("binary_data_output"):
             return web.json_response(doc)
         raws = [pred.astype("<i8").tobytes(), proba.astype("<f8").tobytes()]
-        for o, raw in zip(outputs, raws):
+        for o, raw in zip(outputs, raws, strict=True):
             del o["data"]
             o["parameters"] = {"binary_data_size": len(raw)}
         head = json.dumps(doc).encode()

@@ -71,7 +71,7 @@ def request_features(mapping: Mapping, doc: dict[str, Any]) -> tuple[int, dict[s
             if len(row) != len(positions):
                 raise ProtocolError("shape_mismatch",
                                     f"instances[{i}]: {len(row)} values for {len(positions)} columns")
-            for n, v in zip(positions, row):
+            for n, v in zip(positions, row, strict=True):
                 if n in cols:
                     cols[n][i] = v
         elif len(names) == 1:

@@ -109,7 +109,8 @@ class Tensor:
     def column(self, index: int | None) -> list[Any]:
         """One Python value per row: the whole row when it is one value, else column ``index``."""
         if len(self.shape) > 2:
-            raise ProtocolError("unsupported_shape", f"tensor {self.name!r}: shape {list(self.shape)} has more than two dimensions")
+            raise ProtocolError("unsupported_shape",
+                                f"tensor {self.name!r}: shape {list(self.shape)} has more than two dimensions")
         arr = self.values().reshape(self.rows, self.width)
         if index is None:
             if self.width != 1:
@@ -122,7 +123,8 @@ class Tensor:
 
     def matrix(self) -> list[list[Any]]:
         if len(self.shape) > 2:
-            raise ProtocolError("unsupported_shape", f"tensor {self.name!r}: shape {list(self.shape)} has more than two dimensions")
+            raise ProtocolError("unsupported_shape",
+                                f"tensor {self.name!r}: shape {list(self.shape)} has more than two dimensions")
         return self.values().reshape(self.rows, self.width).T.tolist()
 
 
@@ -309,7 +311,7 @@ def request_features(mapping: Mapping, req: InferRequest) -> tuple[int, dict[str
         first = req.inputs[0]
         names = mapping.row_columns
         if names and len(first.shape) <= 2 and first.width == len(names) and not first.shared_memory:
-            for name, col in zip(names, first.matrix()):
+            for name, col in zip(names, first.matrix(), strict=True):
                 if name in mapping.feature_types:
                     cols[name] = col
     rows = {len(c) for c in cols.values()}
