@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
+import re
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, Counter
 
+from modelmon.app import Exporter
+from modelmon.config import config_from_dict
 from modelmon.web import ExporterApp, Route, gzip_wanted, redact_query
 
 
@@ -27,7 +31,7 @@ def app() -> ExporterApp:
     async def echo(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(text="posted")
 
-    a = ExporterApp(reg, ready=lambda: False, routes=[Route("POST", "/api/x", echo, link="X")],
+    a = ExporterApp(reg, ready=lambda: False, routes=[Route("POST", "/api/x", echo, "posts an x")],
                     default_headers={"X-Frame-Options": "deny"})
     yield a
     a.close()
@@ -60,11 +64,55 @@ def test_routes_pages_and_errors(app):
     assert call(app, "GET", "/-/healthy").text == "Healthy.\n"
     assert call(app, "GET", "/-/ready").status == 503  # ready() is False
     page = call(app, "GET", "/").text
-    assert '<a href="/metrics">Metrics</a>' in page and '<a href="/api/x">X</a>' in page
+    assert '<a href="/metrics">/metrics</a>' in page and "<code>POST</code> <code>/api/x</code>: posts an x" in page
     assert call(app, "POST", "/api/x").text == "posted"
     assert call(app, "GET", "/api/x").status == 405
     assert call(app, "GET", "/nope").status == 404
     assert call(app, "HEAD", "/metrics").status == 200
+
+
+def landing_items(page: str) -> dict[str, str]:
+    """``METHOD PATH`` -> description, from the landing page's list."""
+    items = re.findall(r"<li><code>(\w+)</code> (?:<a href=\"[^\"]+\">|<code>)([^<]+)(?:</a>|</code>)(?:: ([^<]*))?</li>", page)
+    return {f"{method} {path}": html.unescape(about) for method, path, about in items}
+
+
+@pytest.mark.parametrize("lifecycle", [False, True])
+def test_landing_page_lists_every_endpoint_with_a_description(tmp_path, lifecycle):
+    """The exporter's own routes, the ingestion API's and the CloudEvents sink's; /-/reload only when enabled."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "".join(f"{i}\n" for i in range(50)))
+    exp = Exporter(config_from_dict({"models": [{"name": "m", "features": [{"name": "x"}],
+                                                 "reference": {"path": str(ref)}}]}))
+    try:
+        exp.lifecycle_api = lifecycle
+        r = call(exp.app, "GET", "/")
+        assert r.status == 200 and r.content_type == "text/html"
+        items = landing_items(r.text)
+        want = {"GET /metrics", "GET /-/healthy", "GET /-/ready", "POST /api/v1/events", "POST /api/v1/labels",
+                "POST /api/v1/cloudevents"} | ({"POST /-/reload"} if lifecycle else set())
+        assert set(items) == want
+        assert all(len(about) > 10 and "\n" not in about for about in items.values()), items
+        # Every listed endpoint is routed: GET ones answer GET (/-/ready: 503, not started), POST ones say 405.
+        for item in items:
+            method, path = item.split()
+            status = call(exp.app, "GET", path).status
+            assert status == 405 if method == "POST" else status in (200, 503), item
+        assert '<a href="/metrics">/metrics</a>' in r.text
+    finally:
+        exp.stop()
+
+
+def test_landing_page_escapes_descriptions():
+    async def noop(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    a = ExporterApp(CollectorRegistry(), routes=[Route("POST", "/api/<y>", noop, "takes <b>bold</b> & more")])
+    try:
+        page = call(a, "GET", "/").text
+        assert "<b>" not in page and landing_items(page)["POST /api/&lt;y&gt;"] == "takes <b>bold</b> & more"
+    finally:
+        a.close()
 
 
 def test_transfer_codings_other_than_chunked_are_refused(app):

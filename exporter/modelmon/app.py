@@ -141,7 +141,9 @@ class Exporter:
         self._web = effective_web_config(cfg)[0]
         self.reloads = ReloadCollector()
         self.registry.register(self.reloads)
-        self.app.add_route(Route("POST", "/-/reload", self._reload_route))
+        self.app.add_route(Route("POST", "/-/reload", self._reload_route,
+                                 "re-read the config and web config, as SIGHUP does (--web.enable-lifecycle)",
+                                 listed=lambda: self.lifecycle_api))
 
     # ------------------------------------------------------------ reload
     def reload(self, new_cfg: Config, new_profiles: dict[str, ReferenceProfile | None]) -> ReloadPlan:

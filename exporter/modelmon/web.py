@@ -94,12 +94,15 @@ class ServerLimits:
 
 @dataclass(frozen=True)
 class Route:
-    """One route a source adds: ``GET`` routes also answer ``HEAD``; ``link`` puts it on the landing page."""
+    """One route a source adds: ``GET`` routes also answer ``HEAD``.  The
+    landing page lists every route with its one-line ``description``, while
+    ``listed()`` (when given) is true."""
 
     method: str
     path: str
     handler: Handler
-    link: str | None = None
+    description: str = ""
+    listed: Callable[[], bool] | None = None
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -214,11 +217,14 @@ class ExporterApp:
         self.stats = stats or ServerStats()
         self._metrics_executor = metrics_executor or ThreadPoolExecutor(2, thread_name_prefix="modelmon-scrape")
         self.routes: dict[tuple[str, str], Handler] = {}
-        self.links: list[tuple[str, str]] = []
-        self.add_route(Route("GET", "/metrics", self.metrics, link="Metrics"))
-        self.add_route(Route("GET", "/", self.landing))
-        self.add_route(Route("GET", "/-/healthy", self.healthy))
-        self.add_route(Route("GET", "/-/ready", self.ready_page))
+        #: What the landing page lists, in the order added.
+        self.endpoints: list[Route] = []
+        self.add_route(Route("GET", "/metrics", self.metrics,
+                             "Prometheus metrics of the models and the exporter (text or OpenMetrics, gzip)"))
+        self.add_route(Route("GET", "/", self.landing, listed=lambda: False))
+        self.add_route(Route("GET", "/-/healthy", self.healthy, "liveness: 200 while the exporter answers HTTP"))
+        self.add_route(Route("GET", "/-/ready", self.ready_page,
+                             "readiness: 200 once the exporter serves its models, 503 before and while stopping"))
         for route in routes or []:
             self.add_route(route)
 
@@ -226,8 +232,8 @@ class ExporterApp:
         self.routes[(route.method, route.path)] = route.handler
         if route.method == "GET":
             self.routes[("HEAD", route.path)] = route.handler
-        if route.link:
-            self.links.append((route.path, route.link))
+        self.endpoints = [r for r in self.endpoints if (r.method, r.path) != (route.method, route.path)]
+        self.endpoints.append(route)
 
     # ------------------------------------------------------------ dispatch
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -290,9 +296,18 @@ class ExporterApp:
         return resp
 
     async def landing(self, request: web.BaseRequest) -> web.StreamResponse:
-        links = "".join(f'<li><a href="{html.escape(h)}">{html.escape(t)}</a></li>' for h, t in self.links)
+        """Every endpoint, one line each: GET ones as links, the others (POST) as their path."""
+        items = []
+        for r in self.endpoints:
+            if r.listed is not None and not r.listed():
+                continue
+            path = html.escape(r.path)
+            target = f'<a href="{path}">{path}</a>' if r.method == "GET" else f"<code>{path}</code>"
+            about = f": {html.escape(r.description)}" if r.description else ""
+            items.append(f"<li><code>{html.escape(r.method)}</code> {target}{about}</li>")
         page = ("<!doctype html><html><head><title>modelmon exporter</title></head><body>"
-                f"<h1>modelmon exporter</h1><p>Version {__version__}</p><ul>{links}</ul></body></html>")
+                f"<h1>modelmon exporter</h1><p>Version {__version__}</p><h2>Endpoints</h2>"
+                f"<ul>{''.join(items)}</ul></body></html>")
         return web.Response(text=page, content_type="text/html")
 
     async def healthy(self, request: web.BaseRequest) -> web.StreamResponse:

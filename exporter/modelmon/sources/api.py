@@ -97,7 +97,8 @@ class IngestAPI:
 
     # ------------------------------------------------------------ source contract
     def routes(self) -> list[Route]:
-        return [Route("POST", EVENTS_PATH, self.post_events), Route("POST", LABELS_PATH, self.post_labels)]
+        return [Route("POST", EVENTS_PATH, self.post_events, "ingest prediction events (JSON array, NDJSON or one object)"),
+                Route("POST", LABELS_PATH, self.post_labels, "ground-truth labels for earlier events, by event id")]
 
     def collectors(self) -> list[Any]:
         return [IngestCollector(self, self.join)]

@@ -113,7 +113,7 @@ class CloudEventsSink:
 
     # ------------------------------------------------------------ source contract
     def routes(self) -> list[Route]:
-        return [Route("POST", PATH, self.post)]
+        return [Route("POST", PATH, self.post, "KServe payload-logger sink: inference CloudEvents become events")]
 
     def collectors(self) -> list[Any]:
         return [CloudEventsCollector(self)]
