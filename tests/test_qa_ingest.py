@@ -1,0 +1,120 @@
+"""Hostile bodies found by QA against the ingestion API: byte-order marks,
+UTF-16 text, a charset other than UTF-8, integers too long for the
+interpreter's int conversion.  Each asserts what the client gets, that the
+refusal is counted, that the good events around it are kept and that
+``/metrics`` stays valid (``promtool check metrics``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from modelmon.app import Exporter
+from modelmon.config import config_from_dict
+from prometheus_client.parser import text_string_to_metric_families
+
+EVENTS = "/api/v1/events"
+GOOD = {"model": "fraud", "features": {"amount": 12.5, "country": "US"}, "prediction": 1}
+
+
+def qa_config(tmp_path: Path) -> dict[str, Any]:
+    ref = tmp_path / "ref.csv"
+    ref.write_text("amount,country\n" + "".join(f"{i % 50},{['US', 'DE'][i % 2]}\n" for i in range(200)))
+    return {
+        "models": [{
+            "name": "fraud", "task": "classification",
+            "features": [{"name": "amount", "type": "numerical"}, {"name": "country", "type": "categorical"}],
+            "reference": {"path": str(ref)}, "drift": {"recompute_interval": 0},
+        }],
+        "windows": [{"duration": "5m", "max_events": 10000}],
+    }
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Exporter]:
+    exp = Exporter(config_from_dict(qa_config(tmp_path)))
+    exp.start()
+    yield exp
+    exp.stop()
+
+
+def post(exp: Exporter, body: bytes, content_type: str = "application/json", path: str = EVENTS) -> requests.Response:
+    return requests.post(f"http://127.0.0.1:{exp.port}{path}", data=body,
+                         headers={"Content-Type": content_type}, timeout=10)
+
+
+def scrape(exp: Exporter) -> str:
+    """One /metrics scrape: 200, and promtool finds nothing but lint hints about counters."""
+    r = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=10)
+    assert r.status_code == 200
+    if shutil.which("promtool"):
+        p = subprocess.run(["promtool", "check", "metrics"], check=False, input=r.content, capture_output=True, timeout=30)
+        problems = [ln for ln in (p.stdout + p.stderr).decode().splitlines() if "should have" not in ln]
+        assert not problems, problems
+    return r.text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def events_seen(exp: Exporter) -> float:
+    return sample(scrape(exp), "modelmon_requests_total", model="fraud")
+
+
+
+
+
+def test_utf8_bom_before_a_json_array_is_skipped(exporter: Exporter) -> None:
+    # A BOM-prefixed body (Windows tools, PowerShell's Out-File) was read as one NDJSON line
+    # holding an array and refused as "must be a JSON object", losing every event in it.
+    body = b"\xef\xbb\xbf" + json.dumps([GOOD, GOOD]).encode()
+    r = post(exporter, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 2
+    r = post(exporter, b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n" + json.dumps(GOOD).encode(),
+             "application/x-ndjson")
+    assert r.json()["accepted"] == 2, r.text
+    assert events_seen(exporter) == 4
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_and_utf32_bodies_are_refused_naming_the_encoding(exporter: Exporter, encoding: str) -> None:
+    # These were parsed by the standard library's encoding guess into an array "item",
+    # then refused with a misleading "item 0: must be a JSON object".
+    r = post(exporter, json.dumps([GOOD]).encode(encoding))
+    assert r.status_code == 400
+    assert "UTF-8" in r.json()["error"] and "item 0" not in r.json()["error"]
+    text = scrape(exporter)
+    assert sample(text, "modelmon_events_rejected_total", source="api", reason="malformed") == 1
+    assert post(exporter, json.dumps([GOOD]).encode()).status_code == 200  # the exporter keeps serving
+
+
+def test_integer_longer_than_the_int_conversion_limit_refuses_only_its_item(exporter: Exporter) -> None:
+    # A 5000-digit integer made the whole JSON array "invalid JSON: Exceeds the limit (4300 digits)
+    # ... use sys.set_int_max_str_digits()": the good events beside it were lost.
+    huge = "9" * 5000
+    bad = json.dumps({"model": "fraud", "features": {"amount": 0}}).replace('"amount": 0', f'"amount": {huge}')
+    body = ("[" + json.dumps(GOOD) + "," + bad + "," + json.dumps(GOOD) + "]").encode()
+    r = post(exporter, body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["accepted"] == 2
+    assert out["rejected"] == [{"index": 1, "reason": "non_finite", "error": "features.amount: must be finite"}]
+    assert "set_int_max_str_digits" not in r.text
+    # the same as a label-valued field: refused by type, never a 5000-character label value
+    r = post(exporter, ('[{"model": "fraud", "version": ' + huge + "}]").encode())
+    assert r.status_code == 400 and r.json()["rejected"][0]["error"].startswith("version:")
+    text = scrape(exporter)
+    assert sample(text, "modelmon_events_rejected_total", source="api", reason="non_finite") == 1
+    assert sample(text, "modelmon_requests_total", model="fraud") == 2
