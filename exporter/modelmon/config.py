@@ -653,6 +653,9 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line}", file=str(p)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
