@@ -10,6 +10,12 @@ import pytest
 from modelmon.cli import main
 
 
+def ref_csv(d: Path) -> Path:
+    p = d / "ref.csv"
+    p.write_text("x\n" + "".join(f"{i % 13}\n" for i in range(200)))
+    return p
+
+
 def test_config_that_is_not_utf8_is_an_error_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # A Latin-1 config (here a version "\xff") ended check-config and serve in a UnicodeDecodeError traceback, exit 1.
     cfg = tmp_path / "modelmon.yml"
@@ -19,3 +25,22 @@ def test_config_that_is_not_utf8_is_an_error_naming_file_and_line(tmp_path: Path
         err = capsys.readouterr().err
         assert "Traceback" not in err
         assert f"{cfg}: not UTF-8 text: byte 0xe9 on line 3" in err
+
+
+def test_directory_instead_of_a_data_file_or_profile_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A directory was reported as "no such file", sending the user to look for a missing path.
+    ref = ref_csv(tmp_path)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    assert main(["drift", "--reference", str(ref), "--current", str(data_dir)]) == 2
+    assert f"{data_dir}: a directory, not a data file" in capsys.readouterr().err
+    prof_dir = tmp_path / "profile.json"
+    prof_dir.mkdir()
+    assert main(["drift", "--reference", str(prof_dir), "--current", str(ref)]) == 2
+    assert f"{prof_dir}: a directory, not a profile file" in capsys.readouterr().err
+    assert main(["reference", "build", str(data_dir), "-o", str(tmp_path / "p.json")]) == 2
+    assert "a directory, not a data file" in capsys.readouterr().err
+    cfg = tmp_path / "modelmon.yml"
+    cfg.write_text(f"models: [{{name: m, features: [{{name: x}}], reference: {{path: {data_dir}}}}}]\n")
+    assert main(["check-config", str(cfg)]) == 2
+    assert "models[0].reference.path: " in (err := capsys.readouterr().err) and "a directory, not a data file" in err
