@@ -44,3 +44,25 @@ def test_directory_instead_of_a_data_file_or_profile_says_so(tmp_path: Path, cap
     cfg.write_text(f"models: [{{name: m, features: [{{name: x}}], reference: {{path: {data_dir}}}}}]\n")
     assert main(["check-config", str(cfg)]) == 2
     assert "models[0].reference.path: " in (err := capsys.readouterr().err) and "a directory, not a data file" in err
+
+
+@pytest.mark.parametrize(("snippet", "field"), [
+    ("name: {long}", "models[0].name"),
+    ("name: m, version: {long}", "models[0].version"),
+    ("name: m, positive_class: {long}", "models[0].positive_class"),
+    ("name: m, error_reasons: [error, {long}]", "models[0].error_reasons[1]"),
+    ("name: m, fairness: {{attribute: g, groups: [a, {long}]}}", "models[0].fairness.groups[1]"),
+    ("name: m, features: [{{name: {long}}}]", "models[0].features[0].name"),
+    ("name: m, features: [{{name: c, type: categorical, categories: [a, {long}]}}]", "models[0].features[0].categories[1]"),
+    ('name: m, version: "v\\ud800"', "models[0].version"),
+])
+def test_config_strings_that_become_label_values_are_bounded(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            snippet: str, field: str) -> None:
+    # A 3000-character model name was accepted and exported as a 3000-character `model` label on every series;
+    # a config version with a lone surrogate would fail every /metrics encode once used.
+    ref_csv(tmp_path)
+    cfg = tmp_path / "modelmon.yml"
+    cfg.write_text("models: [{" + snippet.format(long="x" * 3000) + ", reference: {path: ref.csv}}]\n")
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: {field}: " in err and "label value" in err and "Traceback" not in err

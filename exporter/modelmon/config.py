@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .drift import registry
+from .labelsafe import label_problem
 
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
@@ -606,6 +607,22 @@ def _build(cls: Any, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_label_values(m: ModelConfig, i: int) -> None:
+    """Config strings that become label values obey the ingest rule (valid UTF-8, bounded length)."""
+    fp = f"models[{i}]"
+    values: list[tuple[str, str]] = [(f"{fp}.name", m.name), (f"{fp}.version", m.version),
+                                     (f"{fp}.positive_class", m.positive_class)]
+    values += [(f"{fp}.error_reasons[{k}]", v) for k, v in enumerate(m.error_reasons)]
+    values += [(f"{fp}.fairness.groups[{k}]", v) for k, v in enumerate(m.fairness.groups)]
+    for j, f in enumerate(m.features):
+        values.append((f"{fp}.features[{j}].name", f.name))
+        values += [(f"{fp}.features[{j}].categories[{k}]", v) for k, v in enumerate(f.categories)]
+    for where, value in values:
+        problem = label_problem(str(value))
+        if problem is not None:
+            raise ConfigError(f"{problem} (this becomes a Prometheus label value)", field_path=where)
+
+
 def _validate(cfg: Config) -> None:
     """Cross-field checks the schema cannot express (a source's own section is checked by
     that source: see ``modelmon.app.check_sources``)."""
@@ -633,6 +650,7 @@ def _validate(cfg: Config) -> None:
                     field_path=f"models[{i}].drift.methods[{k}]",
                 )
         fair = m.fairness
+        _check_label_values(m, i)
         if fair.attribute and not fair.groups:
             raise ConfigError("a fairness attribute needs its bounded list of groups", field_path=f"models[{i}].fairness.groups")
         if fair.reference_group and fair.reference_group not in fair.groups:
