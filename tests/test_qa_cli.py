@@ -66,3 +66,23 @@ def test_config_strings_that_become_label_values_are_bounded(tmp_path: Path, cap
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"{cfg}: {field}: " in err and "label value" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "1e12", "0", "-5"])
+def test_serve_rate_out_of_range_is_refused_before_serving(capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
+    # --rate nan / inf / 1e12 were accepted: the exporter started and the simulator logged a traceback
+    # every 0.1 s forever (a NaN batch size, or a 746 GiB array allocation).
+    def no_serving(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"serve --rate {rate} got as far as building the exporter")
+
+    monkeypatch.setattr("modelmon.app.Exporter", no_serving)
+    assert main(["serve", "--rate", rate, "--web.listen-address=127.0.0.1:0"]) == 2
+    assert "--rate: must be > 0 and at most 1000000" in capsys.readouterr().err
+
+
+def test_config_simulator_rate_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "modelmon.yml"
+    cfg.write_text("simulator: {enabled: true, rate: 1.0e+12}\n")
+    assert main(["check-config", str(cfg)]) == 2
+    assert f"{cfg}: simulator.rate: must be > 0 and at most 1000000" in capsys.readouterr().err

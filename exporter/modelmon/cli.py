@@ -18,7 +18,7 @@ from typing import Sequence
 
 from . import __version__
 from .collectors.groups import GROUPS
-from .config import Config, ConfigError, load_config
+from .config import MAX_SIMULATED_RATE, RATE_RANGE, Config, ConfigError, load_config
 from .log import LEVELS, setup_logging
 
 log = logging.getLogger("modelmon")
@@ -69,8 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
         if args.rate is not None:
-            if args.rate <= 0:
-                raise ConfigError("--rate: must be > 0")
+            if not 0 < args.rate <= MAX_SIMULATED_RATE:  # also refuses nan
+                raise ConfigError(f"--rate: {RATE_RANGE}")
             sim.rate = args.rate
         if args.seed is not None:
             sim.seed = args.seed

@@ -334,6 +334,11 @@ class ModelConfig:
         return {f.name: self.attributions.column_prefix + f.name for f in self.features}
 
 
+#: Highest simulated request rate: each 0.1 s step generates ``rate / 10`` events in memory.
+MAX_SIMULATED_RATE = 1_000_000.0
+RATE_RANGE = f"must be > 0 and at most {MAX_SIMULATED_RATE:.0f} (requests per second)"
+
+
 @dataclass
 class SimulatorConfig:
     """The built-in simulated model (the default source)."""
@@ -341,7 +346,7 @@ class SimulatorConfig:
     enabled: bool = False
     scenario: str = "normal"
     #: Simulated requests per second (what Prometheus's rate() should show).
-    rate: float = field(default=1000.0, metadata=_check(_positive, "must be > 0"))
+    rate: float = field(default=1000.0, metadata=_check(lambda x: 0 < x <= MAX_SIMULATED_RATE, RATE_RANGE))
     anomaly_after_seconds: float = field(default=180.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
     #: 0 = the anomaly never ends.
     anomaly_duration_seconds: float = field(default=0.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
