@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from modelmon.app import Exporter
 from modelmon.cli import main
+from modelmon.config import ConfigError, load_config
 
 
 def ref_csv(d: Path) -> Path:
@@ -86,3 +88,33 @@ def test_config_simulator_rate_is_bounded(tmp_path: Path, capsys: pytest.Capture
     cfg.write_text("simulator: {enabled: true, rate: 1.0e+12}\n")
     assert main(["check-config", str(cfg)]) == 2
     assert f"{cfg}: simulator.rate: must be > 0 and at most 1000000" in capsys.readouterr().err
+
+
+def test_gate_files_that_are_not_utf8_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # modelmon gate ended in a UnicodeDecodeError traceback (exit 1) on a Latin-1 evaluation or gate file.
+    good = tmp_path / "eval.json"
+    good.write_text('{"accuracy": 0.95}')
+    bad_eval = tmp_path / "bad.json"
+    bad_eval.write_bytes(b'{"accuracy": 0.95, "note": "caf\xe9"}')
+    bad_gate = tmp_path / "gate.yml"
+    bad_gate.write_bytes(b"evaluation: [{metric: accuracy, min: 0.9}]  # caf\xe9\n")
+    for argv, name in ((["gate", "--evaluation", str(bad_eval)], bad_eval),
+                       (["gate", "--gate", str(bad_gate), "--evaluation", str(good)], bad_gate)):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_web_config_and_token_file_that_are_not_utf8_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Both were reported as a bare "'utf-8' codec can't decode byte 0xff ..." with no file named.
+    web = tmp_path / "web.yml"
+    web.write_bytes(b"\xff")
+    assert main(["serve", "--web.config.file", str(web), "--web.listen-address=127.0.0.1:0"]) == 2
+    assert f"{web}: not UTF-8 text" in capsys.readouterr().err
+    tok = tmp_path / "token"
+    tok.write_bytes(b"\xffsecret")
+    cfg = tmp_path / "modelmon.yml"
+    cfg.write_text(f"ingest: {{enabled: true, token_file: {tok}}}\nsimulator: {{enabled: true}}\n")
+    with pytest.raises(ConfigError) as exc:
+        Exporter(load_config(cfg))
+    assert exc.value.field_path == "ingest.token_file" and f"{tok}: not UTF-8 text" in str(exc.value)
