@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 import requests
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
+from modelmon.ingest import ItemError
+from modelmon.ingest.values import timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
 EVENTS = "/api/v1/events"
@@ -118,3 +121,34 @@ def test_integer_longer_than_the_int_conversion_limit_refuses_only_its_item(expo
     text = scrape(exporter)
     assert sample(text, "modelmon_events_rejected_total", source="api", reason="non_finite") == 1
     assert sample(text, "modelmon_requests_total", model="fraud") == 2
+
+
+@pytest.fixture
+def kolkata_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC+05:30 for the test."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_iso_timestamp_without_offset_is_utc_whatever_the_local_zone(kolkata_time: None) -> None:
+    # "2020-01-01T00:00:00" was read in the exporter's local time zone: 5.5 h off in a UTC+05:30 container.
+    assert timestamp("2020-01-01T00:00:00", 0.0) == timestamp("2020-01-01T00:00:00Z", 0.0) == 1577836800.0
+    assert timestamp("2020-01-01T05:30:00+05:30", 0.0) == 1577836800.0
+
+
+@pytest.mark.parametrize("value", ["1960-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "0001-01-01"])
+def test_iso_timestamp_before_the_epoch_is_refused_like_a_negative_number(value: str) -> None:
+    # These were accepted as negative timestamps (the numeric spelling -1 is refused), or, for
+    # "0001-01-01", refused as "not an ISO 8601 time".
+    with pytest.raises(ItemError, match="timestamp: must be after 1970-01-01T00:00:00Z"):
+        timestamp(value, 0.0)
+
+
+def test_pre_epoch_iso_timestamp_refuses_only_its_item(exporter: Exporter) -> None:
+    body = json.dumps([GOOD, {**GOOD, "timestamp": "1960-01-01T00:00:00Z"}, GOOD]).encode()
+    out = post(exporter, body).json()
+    assert out["accepted"] == 2
+    assert out["rejected"] == [{"index": 1, "reason": "invalid_field", "error": "timestamp: must be after 1970-01-01T00:00:00Z"}]
