@@ -6,21 +6,24 @@ refusal is counted, that the good events around it are kept and that
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
 from modelmon.ingest import ItemError
 from modelmon.ingest.values import timestamp
-from prometheus_client.parser import text_string_to_metric_families
 
 EVENTS = "/api/v1/events"
 GOOD = {"model": "fraud", "features": {"amount": 12.5, "country": "US"}, "prediction": 1}
@@ -152,3 +155,41 @@ def test_pre_epoch_iso_timestamp_refuses_only_its_item(exporter: Exporter) -> No
     out = post(exporter, body).json()
     assert out["accepted"] == 2
     assert out["rejected"] == [{"index": 1, "reason": "invalid_field", "error": "timestamp: must be after 1970-01-01T00:00:00Z"}]
+
+
+def post_gzip(exp: Exporter, body: bytes, encoding: str = "gzip") -> requests.Response:
+    return requests.post(f"http://127.0.0.1:{exp.port}{EVENTS}", data=body, timeout=10,
+                         headers={"Content-Type": "application/x-ndjson", "Content-Encoding": encoding})
+
+
+def ndjson(n: int) -> bytes:
+    return ("\n".join([json.dumps(GOOD)] * n) + "\n").encode()
+
+
+def test_truncated_gzip_body_is_refused_not_half_accepted(exporter: Exporter) -> None:
+    # A gzip stream cut in half was decoded as far as it went: 200 with 41 of 1000 events accepted,
+    # one counted as malformed, the other 958 lost without a count.
+    z = gzip.compress(ndjson(1000))
+    r = post_gzip(exporter, z[: len(z) // 2])
+    assert r.status_code == 400 and "truncated gzip body" in r.json()["error"]
+    r = post_gzip(exporter, z[:-8])  # only the trailer (CRC, size) missing
+    assert r.status_code == 400
+    text = scrape(exporter)
+    assert sample(text, "modelmon_events_rejected_total", source="api", reason="malformed") == 2
+    assert sample(text, "modelmon_requests_total", model="fraud") == 0
+
+
+def test_multi_member_gzip_keeps_every_member(exporter: Exporter) -> None:
+    # Concatenated gzip members (RFC 1952 2.2; what appending compressed chunks gives) lost all but the first.
+    r = post_gzip(exporter, gzip.compress(ndjson(3)) + gzip.compress(ndjson(4)))
+    assert r.status_code == 200 and r.json()["accepted"] == 7
+    r = post_gzip(exporter, gzip.compress(ndjson(3)) + b"trailing garbage")
+    assert r.status_code == 400 and "invalid gzip body" in r.json()["error"]
+
+
+def test_raw_deflate_is_accepted_like_zlib_deflate(exporter: Exporter) -> None:
+    c = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = c.compress(ndjson(5)) + c.flush()
+    assert post_gzip(exporter, raw, "deflate").json()["accepted"] == 5
+    assert post_gzip(exporter, zlib.compress(ndjson(2)), "deflate").json()["accepted"] == 2
+    assert events_seen(exporter) == 7

@@ -182,14 +182,31 @@ def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
         return raw
     if encoding not in ("gzip", "deflate"):
         raise UnsupportedEncoding(encoding)
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(f"invalid {encoding} body: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise BodyTooLarge(f"decoded body larger than {limit} bytes")
-    return out
+    if encoding == "deflate" and raw[:1] and (raw[0] & 0x0F != 8 or int.from_bytes(raw[:2], "big") % 31):
+        wbits = -zlib.MAX_WBITS  # no zlib header: raw deflate, as some clients send for "deflate"
+    else:
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    while True:  # gzip allows several members one after the other (RFC 1952 section 2.2)
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise BodyError(f"invalid {encoding} body: {exc}") from None
+        size += len(out)
+        parts.append(out)
+        if size > limit or d.unconsumed_tail:
+            raise BodyTooLarge(f"decoded body larger than {limit} bytes")
+        if not d.eof:  # the stream stops early: its events would be lost without a word
+            raise BodyError(f"truncated {encoding} body (the compressed stream does not end)")
+        rest = d.unused_data
+        if not rest or encoding != "gzip":
+            break
+    if rest:
+        raise BodyError(f"invalid {encoding} body: {len(rest)} bytes after the end of the compressed stream")
+    return b"".join(parts)
 
 
 def decode_items(body: bytes, encoding: str | None = None, limits: BodyLimits = BodyLimits()) -> DecodedBody:
