@@ -193,3 +193,18 @@ def test_raw_deflate_is_accepted_like_zlib_deflate(exporter: Exporter) -> None:
     assert post_gzip(exporter, raw, "deflate").json()["accepted"] == 5
     assert post_gzip(exporter, zlib.compress(ndjson(2)), "deflate").json()["accepted"] == 2
     assert events_seen(exporter) == 7
+
+
+def test_refusals_repeat_a_long_or_broken_key_only_shortened(exporter: Exporter) -> None:
+    # A 100,000-character unknown key came back twice in the 400 (200 kB per refused item, up to
+    # 1000 items listed); a lone-surrogate key came back as a lone surrogate.
+    long_key = "k" * 100_000
+    r = post(exporter, json.dumps([{long_key: 1, "model": "fraud"}]).encode())
+    assert r.status_code == 400 and len(r.content) < 2000
+    assert r.json()["rejected"][0]["error"].startswith("k" * 64 + "...: unknown field")
+    r = post(exporter, b'[{"model": "fraud", "probabilities": {"\\ud800": NaN}}]')
+    msg = r.json()["rejected"][0]["error"]
+    assert msg == "probabilities.\\ud800: must be finite"
+    msg.encode("utf-8")  # no lone surrogate in what the client reads
+    r = post(exporter, json.dumps([{"id": "x", "label": 1, long_key: 2}]).encode(), path="/api/v1/labels")
+    assert r.status_code == 400 and len(r.content) < 2000

@@ -63,3 +63,15 @@ def label_string(value: Any, field_name: str) -> str:
             raise ItemError("invalid_field", f"{field_name}: longer than {MAX_LABEL_LENGTH} characters")
         return str(value)
     raise ItemError("invalid_field", f"{field_name}: must be a string")
+
+
+#: Longest user-supplied name (an unknown field or feature) repeated in an error message.
+MAX_SHOWN_NAME = 64
+
+
+def shown_name(name: str) -> str:
+    """A user-supplied name as an error message may repeat it: at most
+    :data:`MAX_SHOWN_NAME` characters (then ``...``), lone surrogates as ``\\udXXX``
+    escapes, so that a 100 kB key does not come back twice in every refusal."""
+    short = name if len(name) <= MAX_SHOWN_NAME else name[:MAX_SHOWN_NAME] + "..."
+    return short.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -8,6 +8,7 @@ from ..labelsafe import (
     is_label_safe,
     label_problem,
     label_string,
+    shown_name,
 )
 
-__all__ = ["MAX_LABEL_LENGTH", "ItemError", "check_label", "is_label_safe", "label_problem", "label_string"]
+__all__ = ["MAX_LABEL_LENGTH", "ItemError", "check_label", "is_label_safe", "label_problem", "label_string", "shown_name"]
