@@ -119,3 +119,28 @@ def test_web_config_and_token_file_that_are_not_utf8_name_the_file(tmp_path: Pat
     with pytest.raises(ConfigError) as exc:
         Exporter(load_config(cfg))
     assert exc.value.field_path == "ingest.token_file" and f"{tok}: not UTF-8 text" in str(exc.value)
+
+
+def test_output_that_names_an_input_is_refused_and_the_input_kept(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `reference build ref.csv -o ref.csv` replaced the reference data with its profile, and
+    # `drift ... -o cur.csv` the current data with the report: both exited 0.
+    ref = ref_csv(tmp_path)
+    before = ref.read_bytes()
+    assert main(["reference", "build", str(ref), "-o", str(ref)]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert main(["drift", "--reference", str(ref), "--current", str(ref), "-o", str(ref)]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert ref.read_bytes() == before
+
+
+def test_profile_must_be_written_to_a_json_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `-o profile.txt` wrote a profile that --reference and reference.path then read as CSV
+    # ("cannot parse CSV ..."): profiles are recognised by their .json name.
+    ref = ref_csv(tmp_path)
+    assert main(["reference", "build", str(ref), "-o", str(tmp_path / "profile.txt")]) == 2
+    assert "must end in .json" in capsys.readouterr().err and not (tmp_path / "profile.txt").exists()
+    assert main(["reference", "build", str(ref), "-o", str(tmp_path / "profile.JSON")]) == 0
+    # ... and the exporter reads that name as a profile too (it took ".JSON" for a CSV file)
+    cfg = tmp_path / "modelmon.yml"
+    cfg.write_text("models: [{name: m, features: [{name: x}], reference: {path: profile.JSON}}]\n")
+    Exporter(load_config(cfg)).server.stop()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -67,10 +68,24 @@ def _config_features(model: ModelConfig) -> list[FeatureConfig]:
 
 
 # --------------------------------------------------------------------- drift
+def _overwrites_input(output: str | None, *inputs: str | None) -> str | None:
+    """The input file ``-o`` names, if any (``-o ref.csv`` would replace the data with the output)."""
+    if not output:
+        return None
+    out = Path(output)
+    for name in inputs:
+        if name and out.exists() and Path(name).exists() and out.resolve() == Path(name).resolve():
+            return name
+    return None
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     from .datasets import DataError
     from .drift import batch, registry
 
+    same = _overwrites_input(args.output, args.reference, args.current, args.config)
+    if same is not None:
+        return _error(f"-o {args.output}: is the input file {same}; write the report elsewhere")
     if args.method is not None and args.method not in registry.names():
         return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
     from .estimation import batch as label_free
@@ -156,6 +171,12 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     from .drift.reference import build_profile
     from .estimation.sections import fit_sections
 
+    same = _overwrites_input(args.output, args.data, args.config)
+    if same is not None:
+        return _error(f"-o {args.output}: is the input file {same}; write the profile elsewhere")
+    if Path(args.output).suffix.lower() != ".json":
+        return _error(f"-o {args.output}: a profile file must end in .json (reference.path and --reference "
+                      "read any other name as data)")
     drift_cfg = DriftConfig()
     model: ModelConfig | None = None
     try:
