@@ -79,7 +79,7 @@ def test_serve_rate_out_of_range_is_refused_before_serving(capsys: pytest.Captur
     def no_serving(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"serve --rate {rate} got as far as building the exporter")
 
-    monkeypatch.setattr("modelmon.cli.Exporter", no_serving)
+    monkeypatch.setattr("modelmon.serve_cli.Exporter", no_serving)
     assert main(["serve", "--rate", rate, "--web.listen-address=127.0.0.1:0"]) == 2
     assert "--rate: must be > 0 and at most 1000000" in capsys.readouterr().err
 

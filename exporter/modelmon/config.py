@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from .drift import registry
+from .drift.catalog import METHOD_FEATURE_TYPES, METHOD_NAMES
 from .labelsafe import label_problem
 from .protocols import Mapping
-from .protocols.oip_v2 import parse_selector
+from .protocols.selectors import parse_selector
 
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
@@ -715,11 +715,11 @@ def _validate(cfg: Config) -> None:
             if len(set(f.categories)) != len(f.categories):
                 raise ConfigError("categories must be unique", field_path=f"{fp}.categories")
             for k, method in enumerate(f.methods):
-                _check_method(method, f.type, f"{fp}.methods[{k}]", registry)
+                _check_method(method, f.type, f"{fp}.methods[{k}]")
         for k, method in enumerate(m.drift.methods):
-            if method not in registry.names():
+            if method not in METHOD_FEATURE_TYPES:
                 raise ConfigError(
-                    f"unknown drift method {method!r} (known: {', '.join(registry.names())})",
+                    f"unknown drift method {method!r} (known: {', '.join(METHOD_NAMES)})",
                     field_path=f"models[{i}].drift.methods[{k}]",
                 )
         fair = m.fairness
@@ -840,10 +840,10 @@ def _validate_label_free(m: ModelConfig, i: int, names: set[str]) -> None:
                           field_path=f"models[{i}].multivariate_drift.features" if mv.features else f"models[{i}].features")
 
 
-def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:
-    if method not in registry.names():
-        raise ConfigError(f"unknown drift method {method!r} (known: {', '.join(registry.names())})", field_path=path)
-    if ftype not in registry.get(method).feature_types:
+def _check_method(method: str, ftype: str, path: str) -> None:
+    if method not in METHOD_FEATURE_TYPES:
+        raise ConfigError(f"unknown drift method {method!r} (known: {', '.join(METHOD_NAMES)})", field_path=path)
+    if ftype not in METHOD_FEATURE_TYPES[method]:
         raise ConfigError(f"method {method!r} does not apply to {ftype} features", field_path=path)
 
 
