@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, DriftConfig, FeatureConfig, ModelConfig, load_config
@@ -47,9 +48,22 @@ def _config_features(model: ModelConfig) -> list[FeatureConfig]:
     return list(monitored() if monitored else model.features)
 
 
+def _overwrites_input(output: str | None, *inputs: str | None) -> str | None:
+    """The input file ``-o`` names, if any (``-o ref.csv`` would replace the data with the output)."""
+    if not output:
+        return None
+    out = Path(output)
+    for name in inputs:
+        if name and out.exists() and Path(name).exists() and out.resolve() == Path(name).resolve():
+            return name
+    return None
+
+
 # --------------------------------------------------------------------- drift
 def cmd_drift(args: argparse.Namespace) -> int:
-
+    same = _overwrites_input(args.output, args.reference, args.current, args.config)
+    if same is not None:
+        return _error(f"-o {args.output}: is the input file {same}; write the report elsewhere")
     if args.method is not None and args.method not in registry.names():
         return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
 
@@ -126,7 +140,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------- reference
 def cmd_reference_build(args: argparse.Namespace) -> int:
-
+    same = _overwrites_input(args.output, args.data, args.config)
+    if same is not None:
+        return _error(f"-o {args.output}: is the input file {same}; write the profile elsewhere")
+    if Path(args.output).suffix.lower() != ".json":
+        return _error(f"-o {args.output}: a profile file must end in .json (reference.path and --reference "
+                      "read any other name as data)")
     drift_cfg = DriftConfig()
     model: ModelConfig | None = None
     try:

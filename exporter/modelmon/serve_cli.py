@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from .app import Exporter
-from .config import Config, ConfigError, load_config, parse_duration
+from .config import MAX_SIMULATED_RATE, RATE_RANGE, Config, ConfigError, load_config, parse_duration
 from .log import setup_logging
 from .preflight import load_profiles, prepare
 from .sources.simulator import SCENARIOS, default_config, demo_model_config
@@ -52,8 +52,8 @@ def serve_config(args: argparse.Namespace) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.rate is not None:
-        if args.rate <= 0:
-            raise ConfigError("--rate: must be > 0")
+        if not 0 < args.rate <= MAX_SIMULATED_RATE:  # also refuses nan
+            raise ConfigError(f"--rate: {RATE_RANGE}")
         sim.rate = args.rate
     if args.seed is not None:
         sim.seed = args.seed
