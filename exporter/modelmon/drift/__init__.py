@@ -9,8 +9,4 @@ Where things live:
   name (``"ks"``, ``"psi"``...) to it.
 - :mod:`.engine` scores a window: per feature, per method, plus dataset drift
   and data-quality rates.
-
-Importing the package imports :mod:`.methods`, which registers every method.
 """
-
-from . import methods  # noqa: F401  (registers every method with .registry)

@@ -1,9 +1,7 @@
 """Maps a method's config name to its implementation.
 
-Method modules register themselves on import (the :mod:`modelmon.drift`
-package imports them all, so every import of this module sees them);
-:func:`names` lists what a config may name, so config validation and
-``modelmon drift --method`` agree.
+Method modules register themselves on import; :func:`names` lists what a config
+may name, so config validation and ``modelmon drift --method`` agree.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ def register(method_cls: type[DriftMethod]) -> type[DriftMethod]:
 
 
 def get(name: str) -> DriftMethod:
+    _load()
     try:
         return _METHODS[name]
     except KeyError:
@@ -27,4 +26,11 @@ def get(name: str) -> DriftMethod:
 
 
 def names() -> list[str]:
+    _load()
     return sorted(_METHODS)
+
+
+def _load() -> None:
+    # Lazy: the method modules load numpy, and importing anything from modelmon.drift (the catalogue
+    # config validation and ``modelmon --help`` read) must not.
+    from . import methods  # noqa: F401, PLC0415  (imports, so registers, every method module)
