@@ -54,6 +54,28 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """CPU seconds the exporter and this benchmark's clients spent in the timed segments."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.server = self.client = self.wall = 0.0
+
+    def measure(self, fn):  # type: ignore[no-untyped-def]
+        s0, c0, t0 = cpu_seconds(self.pid), time.process_time(), time.perf_counter()
+        out = fn()
+        self.wall += time.perf_counter() - t0
+        self.client += time.process_time() - c0
+        self.server += cpu_seconds(self.pid) - s0
+        return out
+
+
 def write_config(d: Path, n_features: int) -> Path:
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(n_features)]
@@ -250,11 +272,13 @@ def main() -> None:
             print(f"batches of  100: {args.small_events:>9,} events  {small:>9,.0f} events/s")
             rss1 = rss_mib(proc.pid)
             decoders = DecoderRates(args.features)
+            cpu = CpuShare(proc.pid)
             segment = 50_000
             big_seconds = 0.0
             for done in range(0, args.events, segment):
                 n = min(segment, args.events - done)
-                big_seconds += n / run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid, checkpoints)
+                big_seconds += n / cpu.measure(
+                    lambda: run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid, checkpoints))
                 decoders.slice()
             big = args.events / big_seconds
             print(f"batches of 1000: {args.events:>9,} events  {big:>9,.0f} events/s   (target >= 50,000)")
@@ -262,6 +286,10 @@ def main() -> None:
             print(f"  same bodies, json.loads alone:           {loads_rate:>9,.0f} events/s   (in slices between the segments)")
             print(f"  same bodies, msgspec typed decoder alone: {typed_rate:>9,.0f} events/s"
                   f"   end to end = {100 * big / typed_rate:.0f} % of it (target >= 40 %)")
+            per = 1000 / args.events  # ms per 1000 events
+            print(f"  CPU per 1000 events: exporter {cpu.server * 1e3 * per:.1f} ms, this benchmark's clients "
+                  f"{cpu.client * 1e3 * per:.1f} ms, wall {cpu.wall * 1e3 * per:.1f} ms "
+                  f"(clients {100 * cpu.client / (cpu.server + cpu.client):.0f} % of the CPU both used)")
             rss2 = rss_mib(proc.pid)
             print(f"exporter RSS before the 1000-batches:   {rss1:8.1f} MiB  (after {args.small_events:,} events)")
             for n, r in checkpoints:

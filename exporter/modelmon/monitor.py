@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -152,8 +153,12 @@ class ModelMonitor:
         if n == 0:
             return
         now = self.clock()
-        lat = np.array([math.nan if v is None else v for v in batch.latency_seconds], dtype=np.float64)
-        err = np.array([e is not None for e in batch.errors], dtype=np.int8)
+        lat = np.array(batch.latency_seconds, dtype=np.float64)  # None becomes NaN
+        errors = batch.errors
+        if errors.count(None) == n:
+            err = np.zeros(n, dtype=np.int8)
+        else:
+            err = np.array([e is not None for e in errors], dtype=np.int8)
         features = self._monitored_columns(batch)
         with self.lock:
             self._count_serving(batch, lat, now)
@@ -211,7 +216,7 @@ class ModelMonitor:
             cols[SCORE_FEATURE] = batch.scores
         return cols
 
-    def groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
+    def groups_of(self, batch: EventBatch, rows: Sequence[int]) -> list[str | None]:
         attr = self.cfg.fairness.attribute
         if not attr:
             return [None] * len(rows)
@@ -244,6 +249,8 @@ class ModelMonitor:
                 st.latency_sum += float(l.sum())
                 st.latency_count += int(l.size)
             errs = errors if isinstance(sel, slice) else [errors[i] for i in sel]
+            if errs.count(None) == len(errs):
+                continue
             for e in errs:
                 if e is not None:
                     r = self.reason_key(e)

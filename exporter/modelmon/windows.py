@@ -189,11 +189,17 @@ class TimeWindow:
     def _count(self, name: str, codes: np.ndarray, sign: int) -> None:
         ncodes = self.specs[name].codes
         counts = self._counts[name]
-        for row in range(codes.shape[0]):
-            c = codes[row]
-            c = c[(c >= 0) & (c < ncodes)]
-            if c.size:
-                counts[row] += sign * np.bincount(c.astype(np.int64), minlength=ncodes)
+        width = codes.shape[0]
+        if not codes.size:
+            return
+        # One bincount for all rows: row r's code c counts at r * ncodes + c.
+        c = codes.astype(np.int64)
+        valid = (c >= 0) & (c < ncodes)
+        if width > 1:
+            c += (np.arange(width, dtype=np.int64) * ncodes)[:, None]
+        flat = c[valid]
+        if flat.size:
+            counts += sign * np.bincount(flat, minlength=width * ncodes).reshape(width, ncodes)
 
     def _segment(self, arr: np.ndarray, start: int, k: int) -> np.ndarray:
         end = start + k
