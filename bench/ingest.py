@@ -278,7 +278,7 @@ def main() -> None:
             for done in range(0, args.events, segment):
                 n = min(segment, args.events - done)
                 big_seconds += n / cpu.measure(
-                    lambda: run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid, checkpoints))
+                    lambda n=n: run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid, checkpoints))
                 decoders.slice()
             big = args.events / big_seconds
             print(f"batches of 1000: {args.events:>9,} events  {big:>9,.0f} events/s   (target >= 50,000)")
