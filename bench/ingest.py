@@ -9,6 +9,7 @@ during and after the run, then one scrape's duration with full windows.
 
     python bench/ingest.py                      # 1M events in batches of 1000, 200k in batches of 100
     python bench/ingest.py --events 2000000 --clients 2
+    python bench/ingest.py --outliers both      # per-event outlier scoring on, then off (same run)
 
 Next to the end-to-end figure it prints, measured in the same run on the same
 bodies, what the decoders alone achieve: the standard library's ``json.loads``
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from modelmon.anomaly import fit_outlier_model
 
 
 def free_port() -> int:
@@ -76,7 +78,7 @@ class CpuShare:
         return out
 
 
-def write_config(d: Path, n_features: int) -> Path:
+def write_config(d: Path, n_features: int, outliers: bool = True) -> Path:
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(n_features)]
     ref = rng.normal(0, 1, (5000, n_features))
@@ -90,6 +92,7 @@ def write_config(d: Path, n_features: int) -> Path:
     features:
 {feats}
     reference: {{path: ref.csv}}
+    outliers: {{enabled: {str(outliers).lower()}}}
 """)
     return cfg
 
@@ -251,10 +254,42 @@ def main() -> None:
     ap.add_argument("--small-events", type=int, default=200_000, help="events in batches of 100 (default 200k)")
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--clients", type=int, default=1, help="concurrent keep-alive connections")
+    ap.add_argument("--outliers", choices=("on", "off", "both"), default="on",
+                    help="per-event outlier scoring (models[].outliers.enabled); both: one exporter each, in turn")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --outliers both: alternate on/off this many times and report medians (a busy machine)")
     args = ap.parse_args()
+    results: dict[str, list[float]] = {"on": [], "off": []}
+    modes = ("on", "off") if args.outliers == "both" else (args.outliers,)
+    for k in range(max(1, args.repeat) if len(modes) == 2 else 1):
+        for mode in (modes if k % 2 == 0 else modes[::-1]):
+            print(f"--- outlier scoring {mode}")
+            results[mode].append(run_exporter(args, outliers=mode == "on"))
+    if len(modes) == 2:
+        on, off = float(np.median(results["on"])), float(np.median(results["off"]))
+        print(f"batches of 1000, outlier scoring on: {on:,.0f} events/s, off: {off:,.0f} events/s "
+              f"({(on / off - 1) * 100:+.1f} %; medians of {len(results['on'])} runs each, alternating); "
+              f"load {Path('/proc/loadavg').read_text().split()[0]}")
+    if "on" in modes:
+        print(f"outlier scoring alone, in process: {scoring_seconds(args.features) * 1e6:.0f} us per batch of 1000 "
+              f"({args.features} features)")
 
+
+def scoring_seconds(n_features: int, reps: int = 200) -> float:
+    """CPU time of scoring one batch of 1000 events, the part of ingestion scoring adds."""
+    rng = np.random.default_rng(0)
+    model = fit_outlier_model({f"f{i}": rng.normal(0, 1, 5000) for i in range(n_features)})
+    x = rng.normal(0, 1, (n_features, 1000))
+    t0 = time.process_time()
+    for _ in range(reps):
+        model.outlying(model.score(x))
+    return (time.process_time() - t0) / reps
+
+
+def run_exporter(args: argparse.Namespace, outliers: bool) -> float:
+    """One exporter process through both phases; returns the batches-of-1000 rate."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(Path(tmp), args.features)
+        cfg = write_config(Path(tmp), args.features, outliers)
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg), f"--web.listen-address=127.0.0.1:{port}",
@@ -310,6 +345,10 @@ def main() -> None:
                   f"at the 10 s request-head deadline)")
             load = Path("/proc/loadavg").read_text().split()[0]
             print(f"exporter RSS at the end: {rss_mib(proc.pid):.1f} MiB;  load average: {load}")
+            outlying = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith('modelmon_outlier_events_total{model="bench"'))
+            print(f"outlying events counted: {outlying:,.0f}")
+            return big
         finally:
             proc.terminate()
             proc.wait(timeout=10)

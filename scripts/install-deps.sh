@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
 # Installs what modelmon's tests need: the Python package with its test extras,
 # and Debian's Prometheus, Alertmanager (promtool, amtool) and docker-compose
-# (only used to validate docker-compose.yml offline).  Idempotent and quiet
-# when everything is already there.
+# (only used to validate docker-compose.yml offline), node_exporter and
+# blackbox_exporter (the system dashboard's test; `modelmon stack` starts them
+# too) and VictoriaMetrics (victoria-metrics, vmagent, vmalert: the scale-out
+# test).  Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 
+# binary -> the Debian package that ships it
+declare -A package=(
+  [prometheus]=prometheus [promtool]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
+  [docker-compose]=docker-compose
+  [prometheus-node-exporter]=prometheus-node-exporter
+  [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [victoria-metrics]=victoria-metrics [vmagent]=victoria-metrics [vmalert]=victoria-metrics
+)
 need_apt=()
-for bin in prometheus promtool prometheus-alertmanager amtool docker-compose; do
-  command -v "$bin" >/dev/null 2>&1 || need_apt+=("$bin")
+for bin in "${!package[@]}"; do
+  command -v "$bin" >/dev/null 2>&1 || need_apt+=("${package[$bin]}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
+  mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
   echo "install-deps: missing ${need_apt[*]}; installing Debian packages" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # Node.js and npm: tests/test_dashboards_schema.py turns the pinned

@@ -40,6 +40,8 @@ REQUIRED_ALERTS = [
     "ModelmonFeatureDrift", "ModelmonDatasetDrift", "ModelmonFeatureMissingValues", "ModelmonFeatureOutOfRange",
     "ModelmonFeatureNewCategories", "ModelmonLabelsNotArriving", "ModelmonExporterDown", "ModelmonExporterAbsent",
     "ModelmonDriftComputationStale",
+    "ModelmonHostDown", "ModelmonHostMemoryLow", "ModelmonHostDiskFull", "ModelmonProbeFailing", "ModelmonProbeSlow",
+    "ModelmonProbeCertificateExpiring",
 ]
 
 

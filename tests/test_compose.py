@@ -50,16 +50,26 @@ def cfg() -> dict[str, Any]:
     return resolved()
 
 
+#: Services that read the host itself (read-only): node_exporter and cAdvisor.
+HOST_READERS = {"node-exporter", "cadvisor"}
+
+
 def mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(source, container path, is_bind) for each volume entry."""
+    return [(s, t, b) for s, t, b, _ in mounts_ro(service)]
+
+
+def mounts_ro(service: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
+    """(source, container path, is_bind, read-only) for each volume entry."""
     out = []
     for v in service.get("volumes", []):
         if isinstance(v, str):
             parts = v.split(":")
             source, target = parts[0], parts[1]
+            ro = len(parts) > 2 and "ro" in parts[2].split(",")
         else:
-            source, target = v["source"], v["target"]
-        out.append((source, target, source.startswith("/")))
+            source, target, ro = v["source"], v["target"], bool(v.get("read_only"))
+        out.append((source, target, source.startswith("/"), ro))
     return out
 
 
@@ -120,8 +130,11 @@ def test_bind_mounts_exist_and_data_uses_named_volumes(cfg: dict[str, Any]) -> N
     data_paths = {"prometheus": flag(cfg["services"]["prometheus"], "storage.tsdb.path"),
                   "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
     for name, svc in cfg["services"].items():
-        for source, target, is_bind in mounts(svc):
-            if is_bind:
+        for source, target, is_bind, ro in mounts_ro(svc):
+            if is_bind and name in HOST_READERS:
+                # The host's own folders (absent on a machine without Docker), never writable.
+                assert ro, f"{name}: host path {source} must be mounted read-only"
+            elif is_bind:
                 assert Path(source).exists(), f"{name}: mounts missing {source}"
                 assert Path(source).resolve().is_relative_to(REPO), f"{name}: mounts {source} outside the repo"
             else:
@@ -141,8 +154,11 @@ def test_prometheus_mount_config_and_targets(cfg: dict[str, Any]) -> None:
     assert set(map(Path, rule_files)) == set((REPO / "prometheus" / "rules").glob("*.yml")), \
         "prometheus.yml's rule_files must load every file in prometheus/rules/"
     ports = {"exporter": flag(cfg["services"]["exporter"], "web.listen-address").rsplit(":", 1)[1],
-             "alertmanager": "9093", "prometheus": "9090"}
-    targets = [t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]]
+             "alertmanager": "9093", "prometheus": "9090", "cadvisor": "8080"}
+    for name in ("node-exporter", "blackbox-exporter"):
+        ports[name] = flag(cfg["services"][name], "web.listen-address").rsplit(":", 1)[1]
+    scraped = [job for job in prom["scrape_configs"] if job.get("metrics_path") != "/probe"]
+    targets = [t for job in scraped for sc in job.get("static_configs", []) for t in sc["targets"]]
     targets += [t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     for target in targets:
         host, port = target.rsplit(":", 1)
@@ -153,6 +169,58 @@ def test_prometheus_mount_config_and_targets(cfg: dict[str, Any]) -> None:
         assert ports.get(host) == port, f"prometheus.yml targets {target}, but {host} listens on {ports.get(host)}"
     job_targets = {job["job_name"]: job for job in prom["scrape_configs"]}
     assert "modelmon" in job_targets, "the dashboards' job variable and the exporter alerts expect job=modelmon"
+    # Probes: the probed URLs and the blackbox_exporter they go through are compose services.
+    probes = [job for job in prom["scrape_configs"] if job.get("metrics_path") == "/probe"]
+    assert [j["job_name"] for j in probes] == ["blackbox"]
+    relabel = probes[0]["relabel_configs"]
+    address = next(r["replacement"] for r in relabel if r.get("target_label") == "__address__")
+    host, port = address.rsplit(":", 1)
+    assert ports.get(host) == port, f"probes go through {address}, but {host} listens on {ports.get(host)}"
+    for sc in probes[0]["static_configs"]:
+        for url in sc["targets"]:
+            u = urlsplit(url)
+            assert u.hostname in cfg["services"] and str(u.port) == ports[u.hostname], url
+            assert sc["labels"]["probe"] in ("model", "exporter"), sc
+            if sc["labels"]["probe"] == "model":
+                assert sc["labels"].get("model"), f"{url}: a model probe needs the model label"
+
+
+def test_system_exporters(cfg: dict[str, Any]) -> None:
+    """node_exporter, cAdvisor and blackbox_exporter run beside the model,
+    and every target on the Docker host shares one `host` label."""
+    services = cfg["services"]
+    assert HOST_READERS | {"blackbox-exporter"} <= set(services)
+    node = services["node-exporter"]
+    assert node.get("pid") == "host" and flag(node, "path.rootfs") == "/host"
+    assert ("/", "/host") in [(s, t) for s, t, _ in mounts(node)]
+    assert services["cadvisor"].get("privileged") is True
+    blackbox = services["blackbox-exporter"]
+    config_path = host_path(blackbox, flag(blackbox, "config.file"))
+    assert config_path == REPO / "blackbox" / "blackbox.yml"
+    modules = yaml.safe_load(config_path.read_text())["modules"]
+    prom = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert {"node", "cadvisor", "blackbox"} <= set(jobs)
+    for module in jobs["blackbox"]["params"]["module"]:
+        assert module in modules, f"prometheus.yml probes with module {module}, not in blackbox.yml"
+    for name in ("modelmon", "node", "cadvisor", "blackbox"):
+        hosts = {sc.get("labels", {}).get("host") for sc in jobs[name]["static_configs"]}
+        assert hosts == {"docker-host"}, (name, hosts)
+    # No system exporter is published beyond the compose network.
+    for name in (*HOST_READERS, "blackbox-exporter"):
+        assert not services[name].get("ports"), f"{name} needs no published port"
+    for name in (*HOST_READERS, "blackbox-exporter"):
+        assert name in services["prometheus"].get("depends_on", {}), name
+
+
+@pytest.mark.e2e  # runs a server binary (its --config.check mode)
+def test_blackbox_config_is_valid() -> None:
+    binary = shutil.which("prometheus-blackbox-exporter")
+    if binary is None:
+        pytest.fail("prometheus-blackbox-exporter not found; run scripts/install-deps.sh", pytrace=False)
+    proc = subprocess.run([binary, "--config.check", f"--config.file={REPO / 'blackbox' / 'blackbox.yml'}"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_alertmanager_mount_entrypoint_and_templates(cfg: dict[str, Any]) -> None:

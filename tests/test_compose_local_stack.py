@@ -32,7 +32,8 @@ def _closed(port: int) -> bool:
 def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
-    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook")}
+    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook", "node-exporter",
+                                            "blackbox-exporter")}
     data = tmp_path / "data"
     proc = ServerProcess("modelmon-stack", [
         sys.executable, "-m", "modelmon", "stack", "--scenario=incident", "--anomaly-after=0", "--rate=300",
@@ -41,6 +42,8 @@ def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
         f"--prometheus.listen-address=127.0.0.1:{ports['prometheus']}",
         f"--alertmanager.listen-address=127.0.0.1:{ports['alertmanager']}",
         f"--webhook.listen-address=127.0.0.1:{ports['webhook']}",
+        f"--node-exporter.listen-address=127.0.0.1:{ports['node-exporter']}",
+        f"--blackbox-exporter.listen-address=127.0.0.1:{ports['blackbox-exporter']}",
     ], tmp_path)
     prom = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
     try:
@@ -55,7 +58,13 @@ def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
             active = requests.get(f"{prom}/targets", timeout=5).json()["data"]["activeTargets"]
             return {t["labels"]["job"]: t["scrapeUrl"] for t in active if t["health"] == "up"}
 
-        up = wait_until(lambda: (lambda t: t if len(t) >= 2 else None)(targets_up()), 30, what="targets up")
+        # Debian's node and blackbox exporters run beside Prometheus (scripts/install-deps.sh installs them).
+        require_binary("prometheus-node-exporter")
+        require_binary("prometheus-blackbox-exporter")
+        jobs = {"modelmon", "prometheus", "node", "blackbox"}
+        up = wait_until(lambda: (lambda t: t if set(t) >= jobs else None)(targets_up()), 30, what="targets up")
+        assert up["node"] == f"http://127.0.0.1:{ports['node-exporter']}/metrics"
+        assert up["blackbox"].startswith(f"http://127.0.0.1:{ports['blackbox-exporter']}/probe?")
         assert up["modelmon"] == f"http://127.0.0.1:{ports['exporter']}/metrics"
         assert up["prometheus"] == f"http://127.0.0.1:{ports['prometheus']}/metrics"
         ams = requests.get(f"{prom}/alertmanagers", timeout=5).json()["data"]["activeAlertmanagers"]
@@ -104,3 +113,38 @@ def test_rewrite_points_compose_services_at_local_servers() -> None:
     assert local["global"]["scrape_interval"] == "1s" and "scrape_timeout" not in local["global"]
     original = next(j for j in bundle["scrape_configs"] if j["job_name"] == "modelmon")
     assert original["static_configs"][0]["targets"] == ["exporter:9874"], "the input must not be modified"
+
+
+def test_rewrite_keeps_system_exporters_that_run_and_drops_the_rest() -> None:
+    from modelmon.stack import Addresses, rewrite_prometheus_config
+
+    bundle = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    none = rewrite_prometheus_config(bundle, REPO / "prometheus", Addresses("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"))
+    assert {j["job_name"] for j in none["scrape_configs"]} == {"prometheus", "modelmon"}
+    both = rewrite_prometheus_config(bundle, REPO / "prometheus", Addresses(
+        "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", {"node-exporter": "127.0.0.1:4", "blackbox-exporter": ":5"}))
+    jobs = {j["job_name"]: j for j in both["scrape_configs"]}
+    assert set(jobs) == {"prometheus", "modelmon", "node", "blackbox"}, "cAdvisor needs Docker: no local job"
+    assert jobs["node"]["static_configs"][0]["targets"] == ["127.0.0.1:4"]
+    probes = {t: sc.get("labels", {}) for sc in jobs["blackbox"]["static_configs"] for t in sc["targets"]}
+    assert probes == {"http://127.0.0.1:1/-/ready": {"probe": "model", "model": "demo"},
+                      "http://127.0.0.1:1/-/healthy": {"probe": "exporter"}}
+    assert {"target_label": "__address__", "replacement": "127.0.0.1:5"} in jobs["blackbox"]["relabel_configs"]
+    # The compose host name goes: the relabelling derives `host` from the local addresses.
+    assert all("host" not in sc.get("labels", {}) for j in jobs.values() for sc in j["static_configs"])
+    assert "&" not in yaml.safe_dump(both), "the written config must be plain YAML (no anchors)"
+
+
+def test_missing_system_exporters_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Without Debian's exporters the stack runs on and says what is missing."""
+    import argparse
+
+    from modelmon.stack import Stack, start_system_exporters
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    args = argparse.Namespace(node_exporter_listen_address="127.0.0.1:1", blackbox_exporter_listen_address="127.0.0.1:2")
+    assert start_system_exporters(Stack(tmp_path), args, REPO) == {}
+    out = capsys.readouterr().out
+    assert "prometheus-node-exporter not installed (Debian: apt-get install prometheus-node-exporter)" in out
+    assert "prometheus-blackbox-exporter not installed" in out

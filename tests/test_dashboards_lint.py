@@ -23,7 +23,9 @@ DASHBOARDS = load_dashboards()
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 BUILTIN_VARS = {"__rate_interval", "__range"}
 #: Grafana unit ids used here (from Grafana's unit picker).  A typo would show raw numbers.
-KNOWN_UNITS = {"reqps", "eps", "percentunit", "s", "short", "none", "bytes"}
+KNOWN_UNITS = {"reqps", "eps", "percentunit", "s", "short", "none", "bytes", "Bps", "pps"}
+#: Families of the system exporters (node_exporter, cAdvisor, blackbox_exporter) -> their scrape job.
+SYSTEM_JOBS = {"node_": "node", "container_": "cadvisor", "probe_": "blackbox"}
 
 
 def catalogue() -> dict[str, set[str]]:
@@ -44,7 +46,8 @@ def catalogue() -> dict[str, set[str]]:
 
 
 CATALOGUE = catalogue()
-METRIC_RE = re.compile(r"\b((?:modelmon_|process_|scrape_)[a-z0-9_]+|up|ALERTS|[a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b"
+METRIC_RE = re.compile(r"\b((?:modelmon_|process_|scrape_|node_|container_|probe_)[A-Za-z0-9_]+|up|ALERTS|"
+                       r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b"
                        r"(\{[^}]*\})?(\[[^\]]*\])?")
 RANGE_FN_RE = re.compile(r"\b(rate|irate|increase|delta|idelta|deriv|changes|resets|[a-z]+_over_time)\s*\(")
 
@@ -59,7 +62,7 @@ def all_queries() -> list[Any]:
 
 def test_expected_dashboards_exist() -> None:
     assert set(DASHBOARDS) == {"modelmon-overview.json", "modelmon-drift.json", "modelmon-quality.json",
-                               "modelmon-exporter.json"}
+                               "modelmon-exporter.json", "modelmon-system.json"}
 
 
 def test_generator_output_matches_committed_json() -> None:
@@ -166,6 +169,20 @@ def test_query_rules(query: Any) -> None:
             continue  # a function name
         found = True
         recorded = ":" in metric
+        system = next((job for prefix, job in SYSTEM_JOBS.items() if metric.startswith(prefix)), None)
+        if system:
+            # Another exporter's series: its own job, tied to the selected
+            # exporter instances through the host label (or, for a model's
+            # endpoint probe, the model); never $job / $instance, which name modelmon's.
+            assert f'job="{system}"' in matchers, f"{where}: {metric} must select job={system}: {expr}"
+            assert 'host=~"$host"' in matchers or (system == "blackbox" and 'model="$model"' in matchers), \
+                f"{where}: {metric} must be filtered by $host: {expr}"
+            assert "$instance" not in matchers and "$job" not in matchers, f"{where}: {metric}: {expr}"
+            if metric.endswith("_total"):
+                assert rng and re.search(r"\brate\($", expr[:m.start()].rstrip()), f"{where}: {metric} needs rate()"
+            else:
+                assert not rng, f"{where}: gauge {metric} must not be rated: {expr}"
+            continue
         if metric != "ALERTS" and not recorded:
             assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, \
                 f"{where}: {metric} must be filtered by $job and $instance: {expr}"

@@ -7,6 +7,13 @@ query of every committed dashboard is run through the Prometheus HTTP API with
 the variables substituted as Grafana would, and must return a non-empty
 result.  A panel that would say "No data" on first start fails here.
 
+Beside it run Debian's real node_exporter and blackbox_exporter, scraped
+with the bundle's own `node` and `blackbox` jobs (as `modelmon stack`
+rewrites them for this machine), the probes going to the exporter and to an
+https:// endpoint the test serves with its own CA (so the certificate-expiry
+panel has data).  cAdvisor needs Docker: its panels may be empty, and then
+must say why (``noValue``).
+
 The simulated model is a classifier with a large reference, so it has no
 regression errors and no test p-values (the default rule picks distance
 methods for references over ``drift.small_sample_max`` rows).  Those panels
@@ -32,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "grafana"))
 
 from dashgen.inspect import (  # noqa: E402
-    LABEL_VALUES_RE, Query, load_dashboards, queries, substitute, variable_names, variables,
+    LABEL_VALUES_RE, Query, load_dashboards, panels, queries, substitute, variable_names, variables,
 )
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +52,8 @@ FED = "price"  # a regression model fed through POST /api/v1/events in this test
 FED_ONLY = ("modelmon_quality_mean_absolute_error", "modelmon_quality_root_mean_squared_error",
             "modelmon_drift_p_value")
 REFERENCE_ROWS = 400  # <= drift.small_sample_max: the default rule picks KS / chi-square
+#: Queries of cAdvisor's series (no Docker here).
+CADVISOR_RE = re.compile(r"\bcontainer_[a-z_]+\{")
 
 
 def bundle_rule_files() -> list[Path]:
@@ -111,6 +120,81 @@ def feed_model(url: str) -> None:
     assert r.status_code == 400, r.text
 
 
+class HttpsEndpoint:
+    """A TLS endpoint answering 200, with a certificate for 127.0.0.1 signed by a test CA."""
+
+    def __init__(self, workdir: Path):
+        import shutil
+        import ssl
+        import subprocess
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        if shutil.which("openssl") is None:
+            pytest.fail("openssl not found on PATH; install it with: apt-get install -y openssl", pytrace=False)
+        self.cert, key = workdir / "endpoint.crt", workdir / "endpoint.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(self.cert), "-days", "30",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=30)
+
+        class Ok(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class SystemExporter:
+    """Debian's prometheus-node-exporter or prometheus-blackbox-exporter on a free port."""
+
+    def __init__(self, workdir: Path, binary: str, *args: str):
+        from servers import ServerProcess, free_port, require_binary
+
+        path = require_binary(binary)
+        self.address = f"127.0.0.1:{free_port()}"
+        self.process = ServerProcess(binary, [path, f"--web.listen-address={self.address}", *args], workdir)
+        requests_ok = lambda: requests.get(f"http://{self.address}/metrics", timeout=2).ok  # noqa: E731
+        from servers import wait_until
+
+        wait_until(requests_ok, 30, what=f"{binary} at {self.address}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def system_scrape_config(exporter: str, node: str, blackbox: str, https_url: str) -> dict[str, Any]:
+    """The bundle's prometheus.yml as `modelmon stack` points it at this
+    machine, every second, plus a probe of the https endpoint for model demo."""
+    from modelmon.stack import Addresses, rewrite_prometheus_config
+
+    bundle = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    addrs = Addresses(exporter, "127.0.0.1:1", "127.0.0.1:1", {"node-exporter": node, "blackbox-exporter": blackbox})
+    cfg = rewrite_prometheus_config(bundle, REPO / "prometheus", addrs, "1s")
+    cfg["scrape_configs"] = [j for j in cfg["scrape_configs"] if j["job_name"] != "prometheus"]
+    cfg.pop("alerting", None)
+    cfg.pop("rule_files", None)
+    probes = next(j for j in cfg["scrape_configs"] if j["job_name"] == "blackbox")
+    probes["static_configs"].append({"targets": [https_url], "labels": {"probe": "model", "model": SIMULATED}})
+    assert {j["job_name"] for j in cfg["scrape_configs"]} == {"modelmon", "node", "blackbox"}
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from conftest import ServerFactory
@@ -118,13 +202,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("dashboards-e2e")
     cfg = write_fed_model(workdir)
     factory = ServerFactory(workdir)
+    others: list[Any] = []
     ok = False
     try:
         exp = factory.exporter(f"--config={cfg}", "--scenario=incident", "--anomaly-after=0", "--seed=7",
                                "--rate=400")
+        https = HttpsEndpoint(workdir)
+        others.append(https)
+        others.append(node := SystemExporter(workdir, "prometheus-node-exporter"))
+        # The bundle's modules, trusting the test CA.
+        modules = yaml.safe_load((REPO / "blackbox" / "blackbox.yml").read_text())
+        for module in modules["modules"].values():
+            module.setdefault("http", {})["tls_config"] = {"ca_file": str(https.cert)}
+        (workdir / "blackbox.yml").write_text(yaml.safe_dump(modules))
+        others.append(blackbox := SystemExporter(workdir, "prometheus-blackbox-exporter",
+                                                 f"--config.file={workdir / 'blackbox.yml'}"))
         rules = bundle_rule_files()
-        prom = factory.prometheus(scrape_config([exp.address], job="modelmon"), rules)
-        prom.wait_targets_up(1)
+        prom = factory.prometheus(system_scrape_config(exp.address, node.address, blackbox.address, https.url), rules)
+        prom.wait_targets_up(5)
         # Feed after the first scrape, so rate() sees the counters increase.
         prom.wait_for(f'modelmon_requests_total{{model="{SIMULATED}"}}', timeout=20)
         feed_model(exp.url)
@@ -133,6 +228,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         ok = True
         yield prom, exp, rules
     finally:
+        for other in reversed(others):
+            if not ok and hasattr(other, "process"):
+                print(f"\n----- log of {other.process.name} -----\n{other.process.log_tail()}")
+            other.stop()
         factory.stop_all(show_logs=not ok)
 
 
@@ -145,7 +244,12 @@ def _values(q: Query, dashboard: dict[str, Any], model: str) -> list[dict[str, s
         if name in base or var["type"] != "query":
             continue
         current = (var.get("current") or {}).get("value")
-        base[name] = var["allValue"] if current == "$__all" else current
+        if current == "$__all" and "allValue" not in var:
+            # Grafana's "All" without an allValue: every value the variable's query offers, as a
+            # regex, escaped for a PromQL string ("127\\.0\\.0\\.1").
+            base[name] = "(" + "|".join(re.escape(v).replace("\\", "\\\\") for v in REPEAT_VALUES[name]) + ")"
+        else:
+            base[name] = var["allValue"] if current == "$__all" else current
         assert base[name], f"{dashboard['uid']}: variable {name} has no default (current) value"
     if not q.repeat:
         return [base]
@@ -181,14 +285,15 @@ def test_recording_rules_used_by_dashboards_exist(stack: Any) -> None:
 def test_variable_queries_offer_the_defaults(stack: Any) -> None:
     """Each label_values() variable has values, including the one tests (and users) select."""
     prom, _, _ = stack
-    expected = {"job": "modelmon", "model": SIMULATED, "window": "5m", "method": "psi", "feature": "age"}
+    expected = {"job": "modelmon", "model": SIMULATED, "window": "5m", "method": "psi", "feature": "age",
+                "host": "127.0.0.1"}
     for d in load_dashboards().values():
         for name, var in variables(d).items():
             if var["type"] != "query":
                 continue
             m = LABEL_VALUES_RE.match(var["query"])
             assert m, f"{d['uid']}: variable {name} is not label_values(selector, label): {var['query']}"
-            selector = substitute(m.group(1), {"job": ".+", "instance": ".+", "model": SIMULATED})
+            selector = substitute(m.group(1), {"job": ".+", "instance": ".+", "model": SIMULATED, "host": ".+"})
             r = requests.get(f"{prom.url}/api/v1/label/{m.group(2)}/values", params={"match[]": selector}, timeout=10)
             values = r.json()["data"]
             assert values, f"{d['uid']}: variable {name} ({var['query']}) has no values"
@@ -205,8 +310,15 @@ def test_every_panel_query_returns_data(stack: Any) -> None:
     # Queries run on the simulated model; those reading a metric only the fed
     # model has may pass on that model instead.
     runs: list[tuple[str, list[str]]] = []
+    may_be_empty: set[str] = set()
     for d in load_dashboards().values():
+        no_value = {p["title"]: p["fieldConfig"]["defaults"].get("noValue") for p in panels(d)}
         for q in queries(d):
+            title = q.where.split("'")[1] if "'" in q.where else ""
+            if CADVISOR_RE.search(q.expr):
+                # cAdvisor needs Docker; its panels must say so when empty.
+                assert no_value.get(title) and "cAdvisor" in no_value[title], f"{q.dashboard} {q.where}: needs a noValue"
+                may_be_empty.add(q.where)
             models = [SIMULATED] + ([FED] if any(m in q.expr for m in FED_ONLY) else [])
             for values in _values(q, d, SIMULATED):
                 exprs = []
@@ -215,7 +327,8 @@ def test_every_panel_query_returns_data(stack: Any) -> None:
                     leftover = variable_names(expr) - {str(i) for i in range(10)}
                     assert not leftover, f"{q.dashboard} {q.where}: unknown variables {leftover} in {q.expr}"
                     exprs.append(expr)
-                runs.append((f"{q.dashboard} {q.where} [{values.get(q.repeat or 'model')}]", exprs))
+                if q.where not in may_be_empty:
+                    runs.append((f"{q.dashboard} {q.where} [{values.get(q.repeat or 'model')}]", exprs))
     assert len(runs) > 60, f"only {len(runs)} queries found"
     # Some series need a drift recomputation or a rule evaluation to appear:
     # poll the empty ones for a while before calling them "No data".

@@ -125,7 +125,7 @@ def test_profile_file_carries_the_sections(files, capsys):
     assert main(["reference", "build", str(files / "ref.csv"), "-o", str(files / "prof.json"),
                  "--config", str(files / "cfg.yml"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["sections"] == ["multivariate_drift", "performance_estimation"]
+    assert summary["sections"] == ["multivariate_drift", "outlier_model", "performance_estimation"]
     from_raw = drift_json(capsys, "--reference", str(files / "ref.csv"), "--current", str(files / "cur.csv"),
                           "--config", str(files / "cfg.yml"))
     from_profile = drift_json(capsys, "--reference", str(files / "prof.json"), "--current", str(files / "cur.csv"),

@@ -322,6 +322,10 @@ def test_invalid_json_paths(bad):
     ({"listen_address": ":0", "upstream": "http://x", "model": "zzz"}, "proxy.model", "unknown model"),
     ({"listen_address": ":0", "upstream": "http://x", "features": {"height": "a.b"}}, "proxy.features.height", "not a feature"),
     ({"listen_address": ":0", "upstream": "http://x", "prediction": "a..b"}, "proxy.prediction", "invalid path"),
+    ({"listen_address": ":0", "upstream": "http://x", "attributions": {"height": "a"}}, "proxy.attributions.height",
+     "not a feature"),
+    ({"listen_address": ":0", "upstream": "http://x", "attributions": {"age": "a..b"}}, "proxy.attributions.age",
+     "invalid path"),
 ])
 def test_proxy_config_errors_name_the_field(proxy, field, message):
     with pytest.raises(ConfigError) as exc:  # the proxy's own section is checked by the source table
@@ -357,3 +361,15 @@ def test_serve_flags_run_the_proxy(tmp_path, upstream):
         proc.wait(timeout=10)
     bad = subprocess.run(cmd[:-1] + ["--proxy.upstream=not-a-url"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "proxy.upstream: must be an http:// or https:// URL" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_extracts_attributions_from_the_response(proxied):
+    exp = proxied(features={"age": "instances[*].age"}, prediction="predictions[*].label",
+                  attributions={"age": "predictions[*].score"})
+    seen: list[Any] = []
+    exp.pipeline.listeners.append(seen.append)
+    resp = requests.post(purl(exp, "/v1/predict"), json={"instances": [{"age": 20.0}, {"age": 60.0}]}, timeout=5)
+    assert resp.status_code == 200
+    assert sample(exp, "modelmon_events_accepted_total", model="clf", source="proxy") == 2
+    assert [float(v) for b in seen for v in b.attributions["age"]] == [0.25, 0.75]  # the upstream's scores

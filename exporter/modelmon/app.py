@@ -18,6 +18,7 @@ from .estimation.sections import fit_sections, load_estimators
 from .inference_log import InferenceLogger
 from .labels import LabelJoin
 from .pipeline import Pipeline
+from .profile_sections import fit_explain_sections, importance_profile, outlier_model
 from .sources import Source, SourceContext, SourceSpec
 from .sources import api as api_source
 from .sources.proxy import ProxySource, validate_proxy_config
@@ -73,7 +74,10 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
                                  discrete_max=model.drift.discrete_max_values or None,
                                  sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories)
             fit_sections(prof, cols, model)
-        load_estimators(prof, model)  # an enabled estimator the profile lacks is a config error
+            fit_explain_sections(prof, cols, model)
+        load_estimators(prof, model)
+        importance_profile(prof, model)  # a missing or malformed section names the file here
+        outlier_model(prof, model)  # an enabled estimator the profile lacks is a config error
         return prof
     except (OSError, DataError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc),
@@ -106,7 +110,7 @@ class Exporter:
         ctx = SourceContext(cfg=cfg, pipeline=self.pipeline, label_join=self.label_join, ready=self._ready.is_set)
         self.sources: dict[str, Source] = {spec.name: spec.build(ctx) for spec in SOURCES if spec.enabled(cfg)}
         collectors = [c for src in self.sources.values() for c in src.collectors()]
-        self.registry = build_registry(self.pipeline, collectors)
+        self.registry = build_registry(self.pipeline, collectors, cfg.collectors.disabled())
         #: TLS, basic auth and headers from ``web:`` / ``--web.config.file`` (None when unset).
         self.security: WebSecurity | None = web_security(cfg)
         routes = [r for src in self.sources.values() for r in src.routes()]

@@ -17,6 +17,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
+from .collectors.groups import GROUPS
 from .config import Config, ConfigError, load_config
 from .log import LEVELS, setup_logging
 
@@ -76,6 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.proxy_listen_address is not None or args.proxy_upstream is not None:
             cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
             cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+        for group, enabled in (args.collectors or {}).items():
+            setattr(cfg.collectors, group, enabled)
         if args.web_config_file:
             from pathlib import Path
 
@@ -122,6 +125,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CollectorFlag(argparse.Action):
+    """``--collector.NAME`` / ``--no-collector.NAME``: collects {NAME: enabled}."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        flag = str(option_string)
+        chosen = dict(getattr(namespace, self.dest) or {})
+        chosen[flag.split(".", 1)[1]] = not flag.startswith("--no-")
+        setattr(namespace, self.dest, chosen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelmon", description="Prometheus exporter for ML models in production.")
     parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
@@ -140,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
                        help="connections open at once; more get 503 (default 2048)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
-                                          "accuracy-decay, data-drift, incident (implies --simulate)")
+                                          "accuracy-decay, data-drift, covariate-shift, importance-shift, incident "
+                                          "(implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
     serve.add_argument("--anomaly-after", metavar="DURATION", help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
     serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")
@@ -151,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy.upstream", dest="proxy_upstream", metavar="URL",
                        help="the model server the proxy forwards to (overrides proxy.upstream)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
+    for group in GROUPS:
+        serve.add_argument(f"--collector.{group.name}", dest="collectors", action=_CollectorFlag, nargs=0,
+                           help=f"export {group.description} (default on; --no-collector.{group.name} or config "
+                                f"collectors.{group.name}: false turns it off)")
+        serve.add_argument(f"--no-collector.{group.name}", dest="collectors", action=_CollectorFlag, nargs=0,
+                           help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file (and its reference data) without serving")

@@ -153,6 +153,7 @@ class Client:
         latency_seconds: float | None = None,
         error: bool | str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        attributions: Mapping[str, float] | None = None,
         label: Any = None,
         timestamp: float | None = None,
         model: str | None = None,
@@ -180,6 +181,8 @@ class Client:
                 ev["error"] = error
             if attributes is not None:
                 ev["attributes"] = dict(attributes)
+            if attributions is not None:
+                ev["attributions"] = dict(attributions)
             if label is not None:
                 ev["label"] = label
             return self._put(self._events, ev)

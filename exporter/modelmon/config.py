@@ -217,6 +217,35 @@ class PredictionDriftConfig:
 
 
 @dataclass
+class AttributionConfig:
+    """Attribution monitoring: per-feature attributions carried by events
+    (``"attributions": {feature: value}``) and by the reference (columns
+    ``column_prefix + feature``), see docs/explainability.md."""
+
+    enabled: bool = False
+    #: Reference (and ``modelmon drift`` file) columns holding each feature's attribution.
+    column_prefix: str = field(default="attribution_", metadata=_check(
+        lambda s: bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s)), "must be letters, digits, _ . -"))
+    #: The importance ranking changed when its Spearman correlation with the reference's falls below this.
+    min_rank_correlation: float = field(default=0.7, metadata=_check(lambda x: -1 <= x <= 1, "must be between -1 and 1"))
+    #: Also score each feature's attribution values with the drift methods (as feature ``<prefix><feature>``).
+    drift: bool = True
+
+
+@dataclass
+class OutlierConfig:
+    """Per-event outlier score against the reference (docs/explainability.md)."""
+
+    enabled: bool = True
+    #: Events scoring above this quantile of the reference's own scores are outlying.
+    quantile: float = field(default=0.995, metadata=_check(lambda x: 0 < x < 1, "must be between 0 and 1 (exclusive)"))
+    #: Shrinkage of the reference correlation matrix towards the identity.
+    shrinkage: float = field(default=0.01, metadata=_check(lambda x: 0 < x <= 1, "must be in (0, 1]"))
+    #: Alert when a window's outlying share exceeds this multiple of the reference's share.
+    max_share_multiple: float = field(default=3.0, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass
 class PerformanceEstimationConfig:
     """Label-free performance estimation (CBPE, binary classification; docs/estimation.md).
 
@@ -271,6 +300,8 @@ class ModelConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     prediction_drift: PredictionDriftConfig = field(default_factory=PredictionDriftConfig)
+    attributions: AttributionConfig = field(default_factory=AttributionConfig)
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
     performance_estimation: PerformanceEstimationConfig = field(default_factory=PerformanceEstimationConfig)
     multivariate_drift: MultivariateDriftConfig = field(default_factory=MultivariateDriftConfig)
 
@@ -293,7 +324,13 @@ class ModelConfig:
             out.append(FeatureConfig(name=PREDICTION_FEATURE, type=ptype))
         if self.prediction_drift.score:
             out.append(FeatureConfig(name=SCORE_FEATURE, type="numerical"))
+        if self.attributions.enabled and self.attributions.drift:
+            out += [FeatureConfig(name=c, type="numerical") for c in self.attribution_columns().values()]
         return out
+
+    def attribution_columns(self) -> dict[str, str]:
+        """Feature -> the reference column (and drift feature name) of its attribution."""
+        return {f.name: self.attributions.column_prefix + f.name for f in self.features}
 
 
 @dataclass
@@ -355,6 +392,8 @@ class ProxyConfig:
     features: dict[str, str] = field(default_factory=dict)
     prediction: str = ""
     score: str = ""
+    #: Feature -> dotted path into the JSON *response* body of its attribution (explanations served with predictions).
+    attributions: dict[str, str] = field(default_factory=dict)
     timeout_seconds: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
     #: JSON bodies up to this size are parsed for extraction; larger ones only pass through.
     max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
@@ -379,6 +418,8 @@ class LogsConfig:
     #: Share of successful predictions logged; failed ones are always logged while ``errors_always``.
     sample_ratio: float = field(default=1.0, metadata=_check(_ratio, "must be between 0 and 1"))
     errors_always: bool = True
+    #: Outlying events (see ``models[].outliers``) are always logged, marked ``"outlier": true``.
+    outliers_always: bool = True
     #: Fields replaced by ``sha256:<hex>``: request_id, prediction, features.NAME, attributes.NAME.
     hash_fields: list[str] = field(default_factory=list)
     #: Environment variable holding the hash salt (so short ids cannot be reversed by brute force).
@@ -420,6 +461,23 @@ class WebConfig:
 
 
 @dataclass
+class CollectorsConfig:
+    """Metric groups on /metrics (modelmon.collectors.groups); ``false`` drops
+    a group's families, as ``--no-collector.NAME`` does (docs/scale-out.md)."""
+
+    serving: bool = True
+    quality: bool = True
+    fairness: bool = True
+    drift: bool = True
+    data_quality: bool = True
+    bins: bool = True
+    process: bool = True
+
+    def disabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if not getattr(self, f.name)]
+
+
+@dataclass
 class Config:
     """The whole exporter configuration."""
 
@@ -432,6 +490,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    collectors: CollectorsConfig = field(default_factory=CollectorsConfig)
     #: The file this config came from ("" for the built-in default).
     source: str = field(default="", metadata={"internal": True})
 

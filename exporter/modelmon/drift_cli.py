@@ -33,6 +33,7 @@ from .config import (
     ModelConfig,
     load_config,
 )
+from .profile_sections import fit_explain_sections
 
 #: The registered drift methods, for the help text only (importing the
 #: registry loads numpy); tests check it against the registry.
@@ -74,6 +75,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return _error(f"--method: unknown drift method {args.method!r} (known: {', '.join(registry.names())})")
     from .estimation import batch as label_free
     from .estimation.sections import fit_sections, load_estimators
+    from .explain import batch as explain
 
     features = None
     optional: set[str] = set()
@@ -95,11 +97,24 @@ def cmd_drift(args: argparse.Namespace) -> int:
         if args.chunk_size is not None and not enabled:
             raise ConfigError("--chunk-size reports performance estimation and multivariate drift: "
                               "enable them for the model in --config")
-        prepare = (lambda prof, table: fit_sections(prof, table, model)) if enabled and model is not None else None
+        ref_columns: list[list[str]] = []
+
+        def prepare(prof: Any, table: Any) -> None:
+            if enabled and model is not None:
+                fit_sections(prof, table, model)
+            # Outlier model, and the importance when the reference has attribution columns.
+            ref_columns.append(list(table))
+            fit_explain_sections(prof, table, explain.batch_model(model, prof, ref_columns[0], None))
+
         result = batch.run(args.reference, args.current, features=features, drift=drift_cfg,
                            method=args.method, dataset_share_threshold=share, optional=optional,
                            prepare_profile=prepare)
         doc = batch.report_json(result)
+        xmodel = explain.batch_model(model, result.profile, ref_columns[0] if ref_columns else None, result.current)
+        try:
+            doc.update(explain.evaluate(result.profile, result.current, xmodel, result.current.rows))
+        except ValueError as exc:
+            raise batch.BatchInputError(f"{args.reference}: {exc}") from None
         if enabled and model is not None:
             try:
                 estimators = load_estimators(result.profile, model)
@@ -116,7 +131,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     elif args.format == "json":
         text = json.dumps(doc, indent=2, allow_nan=False)
     else:
-        text = "\n".join([batch.report_table(doc), *label_free.table_lines(doc)])
+        text = "\n".join([batch.report_table(doc), *label_free.table_lines(doc), *explain.table_lines(doc)])
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:
@@ -128,7 +143,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     for name, f in doc["features"].items():
         if f["status"] == "error":
             print(f"modelmon: warning: feature {name!r} not scored: {f['error']}", file=sys.stderr)
-    if args.fail_on_drift and (doc["dataset"]["drifted"] or label_free.any_drifted(doc)):
+    if args.fail_on_drift and (doc["dataset"]["drifted"] or label_free.any_drifted(doc)
+                               or explain.any_drifted(doc)):
         return 1
     return EXIT_UNUSABLE if doc["dataset"]["unusable_features"] else 0
 
@@ -141,6 +157,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     from .estimation.sections import fit_sections
 
     drift_cfg = DriftConfig()
+    model: ModelConfig | None = None
     try:
         if args.config:
             cfg = load_config(args.config)
@@ -167,6 +184,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
                                     discrete_max=drift_cfg.discrete_max_values or None)
             if args.config:
                 fit_sections(profile, table, model)  # the label-free estimators the model enables
+            # The outlier model and attribution importance as the model configures them.
+            fit_explain_sections(profile, table, model or ModelConfig(name="reference", features=features))
         except ValueError as exc:
             raise batch.BatchInputError(f"{args.data}: {exc}") from None
         profile.save(args.output)

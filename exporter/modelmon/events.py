@@ -40,6 +40,8 @@ class Event:
     label: Any = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     source: str = "unknown"
+    #: Per-feature attributions computed by the model service (SHAP values...), by feature name.
+    attributions: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -64,6 +66,12 @@ class EventBatch:
     labels: list[Any]
     attributes: dict[str, list[str | None]]
     source: str = "unknown"
+    #: Per-feature attributions by feature name (float arrays or lists, NaN/None = none sent).
+    attributions: dict[str, Any] = field(default_factory=dict)
+    #: Filled by the model's monitor as it accounts the batch (read by listeners such as the
+    #: inference log): each event's outlier score and whether it is outlying; None when not scored.
+    outlier_scores: Any = None
+    outlying: Any = None
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -75,11 +83,13 @@ class EventBatch:
         model = events[0].model
         feature_names: dict[str, None] = {}
         attr_names: dict[str, None] = {}
+        contrib_names: dict[str, None] = {}
         for e in events:
             if e.model != model:
                 raise ValueError("a batch holds events of one model")
             feature_names.update(dict.fromkeys(e.features))
             attr_names.update(dict.fromkeys(e.attributes))
+            contrib_names.update(dict.fromkeys(e.attributions))
         return cls(
             model=model,
             timestamps=[e.timestamp for e in events],
@@ -93,4 +103,5 @@ class EventBatch:
             labels=[e.label for e in events],
             attributes={a: [e.attributes.get(a) for e in events] for a in attr_names},
             source=events[0].source,
+            attributions={a: [e.attributions.get(a) for e in events] for a in contrib_names},
         )

@@ -93,6 +93,7 @@ class InferenceLogger:
         validate_logs_config(cfg)
         self.sample_ratio = lc.sample_ratio
         self.errors_always = lc.errors_always
+        self.outliers_always = lc.outliers_always
         self.hash_fields = frozenset(lc.hash_fields)
         self.attributes = list(lc.attributes)
         self.salt = os.environ.get(lc.hash_salt_env, "").encode() if lc.hash_salt_env else b""
@@ -157,6 +158,10 @@ class InferenceLogger:
                 feats[name] = self._maybe_hash(f"features.{name}", _finite(col[i]))
         if feats:
             out["features"] = feats
+        if batch.outlying is not None and batch.outlying[i]:
+            # Marked so a user can find the outlying inputs; raw values follow the features' log_value.
+            out["outlier"] = True
+            out["outlier_score"] = _finite(float(batch.outlier_scores[i]))
         attrs = {}
         for name in self.attributes:
             col = batch.attributes.get(name)
@@ -169,8 +174,9 @@ class InferenceLogger:
     # --------------------------------------------------------------- listener
     def __call__(self, batch: EventBatch) -> None:
         lines = []
+        outlying = batch.outlying if self.outliers_always else None
         for i in range(len(batch)):
-            if self.sampled(batch.ids[i], batch.errors[i] is not None):
+            if (outlying is not None and outlying[i]) or self.sampled(batch.ids[i], batch.errors[i] is not None):
                 lines.append(json.dumps(self.record(batch, i), default=str, separators=(",", ":")))
         if lines:
             self.sink.write(lines)

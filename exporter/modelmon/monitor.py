@@ -33,6 +33,8 @@ from .drift.reference import ReferenceProfile, to_float_array
 from .estimation.cbpe import CBPEResult
 from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
+from .explain import ImportanceComparison, compare_importance
+from .profile_sections import importance_profile, outlier_model
 from .quality import QualityReport, compute_quality
 from .windows import ColumnSpec, TimeWindow
 
@@ -95,6 +97,17 @@ class ModelMonitor:
         #: Cumulative (fleet-mergeable) counts per reference bin / category.
         self.num_bin_totals = np.zeros((len(self.num_names), num_slots), dtype=np.int64)
         self.cat_totals = np.zeros((len(self.cat_names), cat_slots), dtype=np.int64)
+        #: Per-event outlier scoring (None without a reference or when ``outliers.enabled`` is off).
+        self.outlier_model = outlier_model(profile, cfg) if self.drift_engine is not None else None
+        self.outlier_events = 0
+        self.scored_events = 0
+        if self.outlier_model is not None:
+            self._outlier_num = np.array([self.num_names.index(n) for n in self.outlier_model.numerical], dtype=np.intp)
+            self._outlier_cat = np.array([self.cat_names.index(n) for n in self.outlier_model.categorical], dtype=np.intp)
+        #: Attribution monitoring: the features whose attributions windows keep, and the reference importance.
+        self.attribution_features = [f.name for f in cfg.features] if cfg.attributions.enabled else []
+        self.importance_profile = importance_profile(profile, cfg)
+        self._importance_cache: dict[str, tuple[float, ImportanceComparison]] = {}
         #: Label-free estimators fitted on the reference (None unless enabled).
         self.estimators = load_estimators(profile, cfg)
         self.groups = list(cfg.fairness.groups)
@@ -105,6 +118,10 @@ class ModelMonitor:
             "cat": ColumnSpec(np.int16, max(len(self.cat_names), 1), codes=cat_slots, fill=-1),
             "error": ColumnSpec(np.int8, 1, codes=2),
         }
+        if self.outlier_model is not None:
+            fcols["outlier"] = ColumnSpec(np.int8, 1, codes=2, fill=-1)
+        if self.attribution_features:
+            fcols["attr"] = ColumnSpec(np.float64, len(self.attribution_features), fill=math.nan)
         if self.estimators.cbpe is not None:
             # Every served prediction, labelled or not: what CBPE estimates from.
             fcols["pred_pos"] = ColumnSpec(np.float64, 1, fill=math.nan)
@@ -187,6 +204,10 @@ class ModelMonitor:
                 if valid.size:
                     self.cat_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
         cols = {"num": num, "num_bin": num_bin, "cat": cat, "error": err}
+        if self.outlier_model is not None:
+            cols["outlier"] = self._score_outliers(batch, num, cat)
+        if self.attribution_features:
+            cols["attr"] = self._attribution_rows(batch, n)
         if self.estimators.cbpe is not None:
             cols["pred_pos"] = positive_indicator(batch.predictions, self.cfg.positive_class)
             cols["score"] = scores_array(batch.scores)
@@ -204,12 +225,42 @@ class ModelMonitor:
                 versions=[batch.versions[i] for i in has_label],
             )
 
+    def _score_outliers(self, batch: EventBatch, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score every event of the batch, mark it on the batch for listeners, count the outlying ones."""
+        om = self.outlier_model
+        assert om is not None
+        scores = om.score(num[self._outlier_num], cat[self._outlier_cat] if om.categorical else None)
+        flags = om.outlying(scores)
+        batch.outlier_scores = scores
+        batch.outlying = flags
+        with self.lock:
+            self.scored_events += len(flags)
+            self.outlier_events += int(flags.sum())
+        return flags.astype(np.int8)
+
+    def _attribution_rows(self, batch: EventBatch, n: int) -> np.ndarray:
+        """(features x n) attributions of the batch, NaN where an event sent none."""
+        out = np.full((len(self.attribution_features), n), math.nan)
+        for i, name in enumerate(self.attribution_features):
+            col = batch.attributions.get(name)
+            if col is not None:
+                x = to_float_array(col)
+                x[~np.isfinite(x)] = math.nan
+                out[i] = x
+        return out
+
     def _monitored_columns(self, batch: EventBatch) -> Any:
-        """The batch's feature columns plus the outputs watched for prediction drift."""
+        """The batch's feature columns plus the outputs (prediction drift) and
+        attributions (attribution drift) watched like features."""
         pd = self.cfg.prediction_drift
-        if not (pd.prediction or pd.score):
+        attr_drift = self.cfg.attributions.enabled and self.cfg.attributions.drift and batch.attributions
+        if not (pd.prediction or pd.score or attr_drift):
             return batch.features
         cols = dict(batch.features)
+        if attr_drift:
+            for feature, column in self.cfg.attribution_columns().items():
+                if feature in batch.attributions:
+                    cols[column] = batch.attributions[feature]
         if pd.prediction:
             cols[PREDICTION_FEATURE] = batch.predictions
         if pd.score:
@@ -346,6 +397,34 @@ class ModelMonitor:
             report.timestamp = now
             self._drift_cache[window] = report
             return report
+
+    def outlier_totals(self) -> tuple[int, int]:
+        """Cumulative (outlying, scored) events."""
+        with self.lock:
+            return self.outlier_events, self.scored_events
+
+    def outlier_share(self, window: str) -> tuple[float, int] | None:
+        """(share of outlying events, scored events) in the window; None when not scoring or empty."""
+        if self.outlier_model is None:
+            return None
+        counts = self.windows[window].counts("outlier", now=self.clock())[0]
+        total = int(counts.sum())
+        return (float(counts[1]) / total, total) if total else None
+
+    def importance(self, window: str) -> ImportanceComparison | None:
+        """The window's feature importance against the reference's, cached like drift."""
+        if self.importance_profile is None:
+            return None
+        now = self.clock()
+        with self._drift_lock:
+            cached = self._importance_cache.get(window)
+            if cached is not None and now - cached[0] < self.recompute_interval:
+                return cached[1]
+            snap = self.windows[window].snapshot(now=now, columns=("attr",))
+            rep = compare_importance(snap.columns["attr"], self.importance_profile,
+                                     self.cfg.attributions.min_rank_correlation, self.cfg.drift.min_samples)
+            self._importance_cache[window] = (now, rep)
+            return rep
 
     def quality(self, window: str) -> QualityReport:
         now = self.clock()

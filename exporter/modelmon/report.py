@@ -35,6 +35,7 @@ from .drift.reference import (
     to_float_array,
 )
 from .estimation.batch import html_section as label_free_html
+from .explain.batch import html_section as explain_html
 
 NUMERICAL_BINS = 30
 
@@ -292,7 +293,7 @@ def render_html(doc: Mapping[str, Any], hists: Mapping[str, Histogram], title: s
         "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes),
         '<h2>Features</h2><p class="meta">Click a column to sort.</p>',
         '<table class="sortable" id="features"><thead><tr>', "".join(f"<th>{h}</th>" for h in head),
-        "</tr></thead><tbody>", "".join(rows), "</tbody></table>", label_free_html(doc),
+        "</tr></thead><tbody>", "".join(rows), "</tbody></table>", label_free_html(doc), explain_html(doc),
         "<h2>Distributions: reference vs current</h2>", '<div class="features">', "".join(cards), "</div>",
         f"<script>{_JS}</script></body></html>\n",
     ])

@@ -22,6 +22,7 @@ templates - is the bundle's own.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -44,6 +46,14 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parents[2]
 #: Compose service names in the bundle's prometheus.yml -> which local server replaces them.
 SERVICE_HOSTS = {"exporter": "exporter", "alertmanager": "alertmanager", "prometheus": "prometheus",
                  "localhost:9090": "prometheus"}
+#: System exporters started beside Prometheus when Debian's packages are
+#: installed: compose service -> (binary = package, default listen address).
+#: Scrape targets of other compose services (cAdvisor needs Docker) and of
+#: exporters not installed are left out of the local config.
+SYSTEM_EXPORTERS = {"node-exporter": ("prometheus-node-exporter", "127.0.0.1:9100"),
+                    "blackbox-exporter": ("prometheus-blackbox-exporter", "127.0.0.1:9115")}
+#: Compose services without a local counterpart (cAdvisor watches Docker's containers).
+COMPOSE_ONLY = {"cadvisor"}
 
 
 class StackError(Exception):
@@ -55,6 +65,8 @@ class Addresses:
     exporter: str
     prometheus: str
     alertmanager: str
+    #: Running system exporters: compose service name -> local address.
+    system: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,14 +96,52 @@ def rewrite_prometheus_config(config: dict[str, Any], config_dir: Path, addrs: A
     """The bundle's Prometheus config pointed at local servers (module docs)."""
     cfg = dict(config)
     local = {"exporter": _local(addrs.exporter), "prometheus": _local(addrs.prometheus),
-             "alertmanager": _local(addrs.alertmanager)}
+             "alertmanager": _local(addrs.alertmanager),
+             **{name: _local(a) for name, a in addrs.system.items()}}
+
+    def address(target: str) -> str | None:
+        """The local address replacing a compose ``host:port``; None for a service not running here."""
+        host = target.rsplit(":", 1)[0]
+        key = SERVICE_HOSTS.get(target) or SERVICE_HOSTS.get(host) or host
+        if key in local:
+            return local[key]
+        return None if key in SYSTEM_EXPORTERS or key in COMPOSE_ONLY else target
 
     def retarget(targets: list[str]) -> list[str]:
         out = []
         for t in targets:
-            key = SERVICE_HOSTS.get(t) or SERVICE_HOSTS.get(t.rsplit(":", 1)[0])
-            out.append(local[key] if key else t)
+            if "://" in t:  # a probed URL
+                u = urlsplit(t)
+                new = address(u.netloc)
+                if new:
+                    out.append(u._replace(netloc=new).geturl())
+            elif new := address(t):
+                out.append(new)
         return list(dict.fromkeys(out))
+
+    def local_job(job: dict[str, Any]) -> dict[str, Any] | None:
+        job = {k: v for k, v in job.items() if k != "file_sd_configs"}
+        relabel = []
+        for rule in job.get("relabel_configs", []):
+            if rule.get("target_label") == "__address__" and "replacement" in rule:  # the probing exporter
+                new = address(rule["replacement"])
+                if not new:
+                    return None
+                rule = {**rule, "replacement": new}
+            relabel.append(copy.deepcopy(rule))  # no shared objects: no YAML anchors in the written file
+        if relabel:
+            job["relabel_configs"] = relabel
+        # `host` labels name the compose machine; here the relabelling takes it from the addresses.
+        groups = []
+        for sc in job.get("static_configs", []):
+            group = {**sc, "targets": retarget(sc.get("targets", []))}
+            labels = {k: v for k, v in sc.get("labels", {}).items() if k != "host"}
+            group.pop("labels", None)
+            if labels:
+                group["labels"] = labels
+            groups.append(group)
+        job["static_configs"] = [g for g in groups if g["targets"]]
+        return job if job["static_configs"] else None
 
     if scrape_interval:
         cfg["global"] = {**cfg.get("global", {}), "scrape_interval": scrape_interval,
@@ -106,13 +156,27 @@ def rewrite_prometheus_config(config: dict[str, Any], config_dir: Path, addrs: A
         for am in alerting.get("alertmanagers", [])
     ] or [{"static_configs": [{"targets": [local["alertmanager"]]}]}]
     cfg["alerting"] = alerting
-    jobs = []
-    for job in cfg.get("scrape_configs", []):
-        job = {k: v for k, v in job.items() if k != "file_sd_configs"}
-        job["static_configs"] = [{**sc, "targets": retarget(sc.get("targets", []))} for sc in job.get("static_configs", [])]
-        jobs.append(job)
-    cfg["scrape_configs"] = jobs
+    cfg["scrape_configs"] = [j for j in map(local_job, cfg.get("scrape_configs", [])) if j]
     return cfg
+
+
+def start_system_exporters(stack: Stack, args: argparse.Namespace, bundle: Path) -> dict[str, str]:
+    """Start the installed system exporters; say which are missing.  Returns
+    compose service name -> local address of those running."""
+    running = {}
+    for service, (binary, _default) in SYSTEM_EXPORTERS.items():
+        path = shutil.which(binary)
+        if path is None:
+            print(f"modelmon stack: {binary} not installed (Debian: apt-get install {binary}): "
+                  f"no {service.split('-')[0]} metrics", flush=True)
+            continue
+        addr = getattr(args, service.replace("-", "_") + "_listen_address")
+        cmd = [path, f"--web.listen-address={addr}"]
+        if service == "blackbox-exporter":
+            cmd.append(f"--config.file={bundle / 'blackbox' / 'blackbox.yml'}")
+        stack.start(service, cmd, f"http://{_local(addr)}/metrics")
+        running[service] = addr
+    return running
 
 
 def _binary(names: list[str], flag: str) -> str:
@@ -239,14 +303,15 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         config = yaml.safe_load(prom_cfg_path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise StackError(f"{prom_cfg_path}: {exc}") from None
-    local_cfg = rewrite_prometheus_config(config, prom_cfg_path.parent, addrs, args.scrape_interval)
     local_cfg_path = data_dir / "prometheus.yml"
-    local_cfg_path.write_text("# Written by `modelmon stack` from " + str(prom_cfg_path) + "\n"
-                              + yaml.safe_dump(local_cfg, sort_keys=False))
 
     stack = Stack(data_dir)
     printer = None
     try:
+        addrs.system = start_system_exporters(stack, args, bundle)
+        local_cfg = rewrite_prometheus_config(config, prom_cfg_path.parent, addrs, args.scrape_interval)
+        local_cfg_path.write_text("# Written by `modelmon stack` from " + str(prom_cfg_path) + "\n"
+                                  + yaml.safe_dump(local_cfg, sort_keys=False))
         if args.webhook_url:
             webhook_url = args.webhook_url
         else:
@@ -274,6 +339,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
               f"  exporter      http://{_local(addrs.exporter)}/metrics\n"
               f"  Prometheus    http://{_local(addrs.prometheus)}  (alerts: /alerts, rules: /rules)\n"
               f"  Alertmanager  http://{_local(addrs.alertmanager)}\n"
+              + "".join(f"  {name:<13} http://{_local(a)}/metrics\n" for name, a in addrs.system.items()) +
               f"  notifications {webhook_url}" + (" (printed below)" if printer else "") + "\n"
               "Ctrl-C stops everything.", flush=True)
         while not stop.wait(0.5):
@@ -329,6 +395,9 @@ def add_parser(sub: Any) -> None:
                    metavar="HOST:PORT")
     p.add_argument("--alertmanager.listen-address", dest="alertmanager_listen_address", default="127.0.0.1:9093",
                    metavar="HOST:PORT")
+    for service, (binary, default) in SYSTEM_EXPORTERS.items():
+        p.add_argument(f"--{service}.listen-address", dest=service.replace("-", "_") + "_listen_address",
+                       default=default, metavar="HOST:PORT", help=f"where {binary} listens, when installed")
     p.add_argument("--webhook.listen-address", dest="webhook_listen_address", default="127.0.0.1:5001",
                    metavar="HOST:PORT", help="where the built-in receiver printing notifications listens")
     p.add_argument("--webhook-url", metavar="URL",

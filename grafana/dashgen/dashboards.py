@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import drift, exporter, overview, quality
+from . import drift, exporter, overview, quality, system
 from .model import Dashboard, Json
 
 #: file name (without .json) -> builder
@@ -13,6 +13,7 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "modelmon-drift": drift.build,
     "modelmon-quality": quality.build,
     "modelmon-exporter": exporter.build,
+    "modelmon-system": system.build,
 }
 
 

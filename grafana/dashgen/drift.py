@@ -14,6 +14,7 @@ from .common import (
     COUNT, LABEL_COLUMNS, MERGE, PLAIN, RATIO, SECONDS, base_vars, barchart, organize, sel, stat, table,
     timeseries, value_mapping, window_var,
 )
+from .explain import explain_row
 from .model import Dashboard, Panel, Row, Step, Target, Variable
 
 DRIFT_LABELS = "job, instance, model, feature, method, window"
@@ -229,6 +230,6 @@ def build() -> Dashboard:
         title="modelmon / Data drift",
         description="Is the input still like the reference data? Per-feature drift against thresholds, p-values, "
                     "dataset drift, sample counts, data quality, fleet-wide PSI and distributions.",
-        rows=[summary, per_feature, dataset, multivariate, data_quality, fleet, distributions],
+        rows=[summary, per_feature, dataset, multivariate, explain_row(), data_quality, fleet, distributions],
         variables=base_vars(window_var(), method_var(), feature_var()),
     )

@@ -38,6 +38,8 @@ def event_struct(model: ModelConfig) -> type[msgspec.Struct]:
         (f.name, (float | None) if f.type == "numerical" else (LabelStr | None), None) for f in ordered
     ]
     features = msgspec.defstruct("Features", feature_fields, forbid_unknown_fields=True, gc=False)
+    attributions = msgspec.defstruct("Attributions", [(f.name, float | None, None) for f in model.features],
+                                     forbid_unknown_fields=True, gc=False)
     outcome: Any = (LabelStr | ClassInt | bool | None) if model.task == "classification" else (float | None)
     return msgspec.defstruct(
         "Event",
@@ -53,6 +55,7 @@ def event_struct(model: ModelConfig) -> type[msgspec.Struct]:
             ("latency_seconds", NonNegative | None, None),
             ("error", LabelStr | bool | None, None),
             ("attributes", dict[str, LabelStr | None] | None, None),
+            ("attributions", attributions | None, None),
         ],
         tag_field="model", tag=model.name, forbid_unknown_fields=True, gc=False,
     )

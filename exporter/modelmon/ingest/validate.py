@@ -38,14 +38,14 @@ from .values import (
 #: Fields an event item may have.
 EVENT_FIELDS = frozenset({
     "model", "version", "id", "timestamp", "features", "prediction", "score", "probabilities",
-    "latency_seconds", "error", "attributes", "label",
+    "latency_seconds", "error", "attributes", "label", "attributions",
 })
 _FLOATISH = frozenset({float, int})
 _STR_OR_NONE = frozenset({str, type(None)})
 #: The typed struct's fields in the order :meth:`ItemValidator.add_typed` unpacks them.
 _TYPED_GETTERS = tuple(map(operator.attrgetter, (
     "version", "id", "timestamp", "latency_seconds", "error", "prediction", "label", "score", "probabilities",
-    "features", "attributes")))
+    "features", "attributes", "attributions")))
 _INT_ONLY = frozenset({int})
 
 
@@ -90,6 +90,10 @@ class ItemValidator:
         self.labels: list[Any] = []
         self.group_attr: list[str | None] = []
         self.has_group = False
+        #: Attribution rows (one value per configured feature, None = not sent); empty until one arrives.
+        self.attr_names = [f.name for f in model.features]
+        self.attr_rows: list[tuple | None] = []
+        self.has_attr = False
         #: Feature values dropped because the feature is not configured (policy ``ignore``).
         self.unknown_features = 0
         self.classification = model.task == "classification"
@@ -155,7 +159,14 @@ class ItemValidator:
             raise ItemError("invalid_field", "features: must be an object")
         else:
             num, cat, group, unknown = self._features(feats, group)
+        attributions = get("attributions")
+        if attributions is not None:
+            attributions, dropped = self._attributions(attributions)
+            unknown += dropped
         self.unknown_features += unknown
+        self.attr_rows.append(attributions)
+        if attributions is not None:
+            self.has_attr = True
         self.num_rows.append(num)
         self.cat_rows.append(cat)
         self.timestamps.append(ts)
@@ -169,6 +180,28 @@ class ItemValidator:
         self.group_attr.append(group)
         if group is not None:
             self.has_group = True
+
+    def _attributions(self, attrs: Any) -> tuple[tuple, int]:
+        """(one finite float or None per configured feature, values dropped as unknown) of an event."""
+        if type(attrs) is not dict:
+            raise ItemError("invalid_field", "attributions: must be an object of feature -> number")
+        unknown = 0
+        for name in attrs:
+            if name not in self.names:
+                if self.reject_unknown:
+                    raise ItemError("unknown_feature",
+                                    f"attributions.{name}: not a feature of model {self.model.name!r}")
+                unknown += 1
+        out = []
+        for name in self.attr_names:
+            v = attrs.get(name)
+            if v is not None:
+                t = type(v)
+                if t is not float and t is not int:
+                    raise ItemError("invalid_field", f"attributions.{name}: must be a number or null")
+                v = finite_number(v, f"attributions.{name}")
+            out.append(v)
+        return tuple(out), unknown
 
     def _score_from(self, probs: Any) -> float | None:
         if type(probs) is not dict:
@@ -227,7 +260,7 @@ class ItemValidator:
         n = len(evs)
         # One C-level pass per field; each column is then fixed up only when it needs it.
         (versions, ids, timestamps, latency, errors, predictions, labels, scores, probs, feats,
-         attrs) = [list(map(get, evs)) for get in _TYPED_GETTERS]
+         attrs, attributions) = [list(map(get, evs)) for get in _TYPED_GETTERS]
         self.versions += ["" if v is None else v for v in versions] if None in versions else versions
         self.ids += ids
         self.timestamps += [now if t is None else t for t in timestamps] if None in timestamps else timestamps
@@ -265,6 +298,7 @@ class ItemValidator:
                 self._flush_num_rows()
                 self._num_blocks.append(block.reshape(n, k))
                 self.cat_rows += [()] * n
+                self._add_attributions(attributions, n)
                 self._add_groups(attrs, feats, n)
                 return
         empty = (None,) * (k + len(self.cat_names))
@@ -278,7 +312,16 @@ class ItemValidator:
         else:
             self.num_rows += [r[:k] for r in rows]
             self.cat_rows += [r[k:] for r in rows]
+        self._add_attributions(attributions, n)
         self._add_groups(attrs, feats, n)
+
+    def _add_attributions(self, attributions: list[Any], n: int) -> None:
+        if attributions.count(None) != n:
+            # Attributions struct fields follow the model's features, as attr_names does.
+            self.attr_rows += [None if a is None else astuple(a) for a in attributions]
+            self.has_attr = True
+        else:
+            self.attr_rows += [None] * n
 
     def _add_groups(self, attrs: list[Any], feats: list[Any], n: int) -> None:
         groups: list[str | None] = [None] * n
@@ -320,10 +363,17 @@ class ItemValidator:
             for name, col in zip(self.cat_names, cols):
                 features[name] = list(col)
         attributes = {self.attr: self.group_attr} if self.has_group else {}
+        attributions: dict[str, Any] = {}
+        if self.has_attr and self.attr_names:
+            empty = (None,) * len(self.attr_names)
+            arr = np.array([empty if r is None else r for r in self.attr_rows], dtype=np.float64)
+            arr = arr.reshape(len(self), len(self.attr_names))
+            attributions = {name: np.ascontiguousarray(arr[:, j]) for j, name in enumerate(self.attr_names)}
         return EventBatch(
             model=self.model.name, timestamps=self.timestamps, versions=self.versions, ids=self.ids,
             latency_seconds=self.latency, errors=self.errors, features=features, predictions=self.predictions,
             scores=self.scores, labels=self.labels, attributes=attributes, source=self.source,
+            attributions=attributions,
         )
 
 

@@ -179,6 +179,10 @@ def validate_proxy_config(cfg: Config) -> None:
         if name not in known:
             raise ConfigError(f"not a feature of model {model.name!r}", field_path=f"proxy.features.{name}")
         _compile(path, f"proxy.features.{name}")
+    for name, path in p.attributions.items():
+        if model.feature(name) is None:
+            raise ConfigError(f"not a feature of model {model.name!r}", field_path=f"proxy.attributions.{name}")
+        _compile(path, f"proxy.attributions.{name}")
     for key in ("id", "prediction", "score"):
         if getattr(p, key):
             _compile(getattr(p, key), f"proxy.{key}")
@@ -272,10 +276,11 @@ class ProxySource:
         self.id_path = JsonPath(self.cfg.id) if self.cfg.id else None
         self.prediction = JsonPath(self.cfg.prediction) if self.cfg.prediction else None
         self.score = JsonPath(self.cfg.score) if self.cfg.score else None
+        self.attributions = {name: JsonPath(path) for name, path in self.cfg.attributions.items()}
         self.numerical = {f.name for f in self.model_cfg.features if f.type == "numerical"}
         self.classification = self.model_cfg.task == "classification"
         self.parse_request = bool(self.features or self.id_path)
-        self.parse_response = bool(self.prediction or self.score)
+        self.parse_response = bool(self.prediction or self.score or self.attributions)
         self.extraction_failures = 0
         self.dropped = 0
         #: Responses by status class (``2xx``..``5xx``, ``502``/``504`` included in 5xx).
@@ -402,6 +407,7 @@ class ProxySource:
             if n > 1 and header_id:
                 ev["id"] = f"{header_id[:240]}:{i}"
             feats = {}
+            attributions = {}
             for key, col in columns.items():
                 v = col[i] if isinstance(col, list) else col
                 if key == "__id":
@@ -411,10 +417,14 @@ class ProxySource:
                     ev["prediction"] = self._prediction(v)
                 elif key == "__score":
                     ev["score"] = v if type(v) in (int, float) and math.isfinite(v) else None
+                elif key.startswith("__attribution."):
+                    attributions[key.partition(".")[2]] = v if type(v) in (int, float) and math.isfinite(v) else None
                 else:
                     feats[key] = self._feature(key, v)
             if feats:
                 ev["features"] = feats
+            if attributions:
+                ev["attributions"] = attributions
             events.append(ev)
         return events
 
@@ -432,6 +442,8 @@ class ProxySource:
                 cols["__prediction"] = self.prediction.extract(doc)
             if self.score is not None:
                 cols["__score"] = self.score.extract(doc)
+            for name, path in self.attributions.items():
+                cols[f"__attribution.{name}"] = path.extract(doc)
         return cols
 
     def _feature(self, name: str, v: Any) -> Any:

@@ -18,7 +18,16 @@ covariate-shift tablets (where the model is unsure) 10 % -> 60 % of traffic,
                 accuracy 0.95 -> ~0.76, labels withheld: only the
                 label-free estimate (CBPE) sees the drop
 incident        all of the above at once (but covariate-shift)
+importance-     the input mix changes which features matter: credit_score
+shift           sd 80 -> 15, session_seconds mean 300 -> 1500 s, 85 % west,
+                so session_seconds and region lead the importance ranking
+                instead of credit_score
 ============== ============================================================
+
+Labels follow a logit linear in the inputs (:data:`COEFFICIENTS` for the
+numerical features, :data:`EFFECTS` per category), so each event carries exact
+attributions of that linear score: coefficient x (value - reference mean) for
+numerical features, effect - reference mean effect for categorical ones.
 
 Scores are calibrated: each prediction is right with probability ``c`` (its
 confidence) and the score is ``c`` for a positive prediction, ``1 - c`` for a
@@ -47,6 +56,7 @@ import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..config import (
+    AttributionConfig,
     Config,
     FairnessConfig,
     FeatureConfig,
@@ -59,14 +69,19 @@ from ..drift.reference import ReferenceProfile, build_profile
 from ..estimation.sections import fit_sections
 from ..events import EventBatch
 from ..ingest import ItemError, check_label
+from ..profile_sections import fit_explain_sections
 
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("normal", "latency-spike", "throughput-drop", "error-burst", "accuracy-decay", "data-drift",
-             "covariate-shift", "incident")
+             "covariate-shift", "incident", "importance-shift")
 MODEL_VERSION = "1.0.0"
 REGIONS = ["north", "south", "east", "west"]
 DEVICES = ["mobile", "desktop", "tablet"]
+#: The label logit's coefficients per numerical feature, and effects per category.
+COEFFICIENTS = {"age": 0.03, "income": 1.5e-5, "credit_score": 0.01, "session_seconds": -0.0005}
+EFFECTS = {"region": {"north": 0.4, "south": 0.1, "east": -0.2, "west": -0.5},
+           "device": {"mobile": 0.05, "desktop": -0.05, "tablet": 0.0}}
 #: Device mix of the reference and of the covariate-shift scenario.
 DEVICE_MIX = [0.6, 0.3, 0.1]
 SHIFTED_DEVICE_MIX = [0.25, 0.15, 0.6]
@@ -86,6 +101,8 @@ class Regime:
     accuracy: float = 0.95
     drift: bool = False
     covariate_shift: bool = False
+    #: The input mix of the ``importance-shift`` scenario.
+    mix: bool = False
 
 
 def demo_model_config(name: str = "demo") -> ModelConfig:
@@ -106,6 +123,7 @@ def demo_model_config(name: str = "demo") -> ModelConfig:
         fairness=FairnessConfig(attribute="region", groups=list(REGIONS), reference_group="north"),
         performance_estimation=PerformanceEstimationConfig(enabled=True),
         multivariate_drift=MultivariateDriftConfig(enabled=True),
+        attributions=AttributionConfig(enabled=True),
     )
 
 
@@ -128,11 +146,22 @@ def regime_for(scenario: str, anomalous: bool, base_rate: float) -> Regime:
         accuracy=0.80 if every or scenario == "accuracy-decay" else 0.95,
         drift=every or scenario == "data-drift",
         covariate_shift=scenario == "covariate-shift",
+        mix=scenario == "importance-shift",
     )
 
 
-def generate_features(rng: np.random.Generator, n: int, drift: bool = False, covariate_shift: bool = False) -> dict[str, np.ndarray]:
+def generate_features(rng: np.random.Generator, n: int, drift: bool = False, covariate_shift: bool = False,
+                      mix: bool = False) -> dict[str, np.ndarray]:
     """Feature columns of ``n`` simulated requests (the reference when ``drift`` is False)."""
+    if mix:
+        return {
+            "age": np.clip(rng.normal(40, 12, n), 18, 100),
+            "income": np.maximum(rng.normal(50_000, 15_000, n), 0.0),
+            "credit_score": np.clip(rng.normal(650, 15, n), 300, 850),
+            "session_seconds": rng.exponential(1500.0, n),
+            "region": np.array(REGIONS, dtype=object)[rng.choice(4, n, p=[0.05, 0.05, 0.05, 0.85])],
+            "device": np.array(DEVICES, dtype=object)[rng.choice(3, n, p=DEVICE_MIX)],
+        }
     if drift:
         age = rng.normal(40 + 0.2 * 12, 12, n)
         income = rng.normal(50_000 + 0.5 * 15_000, 15_000 * 1.2, n)
@@ -153,12 +182,51 @@ def generate_features(rng: np.random.Generator, n: int, drift: bool = False, cov
     }
 
 
-def generate_outputs(rng: np.random.Generator, feats: dict[str, np.ndarray], accuracy: float = 0.95) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class LinearScore:
+    """The label logit, linear in the inputs, so its attributions are exact."""
+
+    #: Reference mean of each numerical feature and mean effect of each categorical one.
+    baseline: dict[str, float]
+
+    @classmethod
+    def fit(cls, reference: dict[str, np.ndarray]) -> LinearScore:
+        base = {f: float(np.mean(reference[f])) for f in COEFFICIENTS}
+        for f, eff in EFFECTS.items():
+            base[f] = float(np.mean([eff[c] for c in reference[f]]))
+        return cls(base)
+
+    def attributions(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {f: c * (np.asarray(feats[f], dtype=np.float64) - self.baseline[f]) for f, c in COEFFICIENTS.items()}
+        for f, eff in EFFECTS.items():
+            out[f] = np.array([eff[c] for c in feats[f]], dtype=np.float64) - self.baseline[f]
+        return out
+
+    def logit(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        """-0.5 at the reference means, plus every feature's attribution."""
+        return logit_of(self.attributions(feats))
+
+
+def logit_of(attributions: dict[str, np.ndarray]) -> np.ndarray:
+    """The linear score from its attributions: -0.5 plus their sum."""
+    return -0.5 + np.sum(np.vstack(list(attributions.values())), axis=0)
+
+
+def reference_data(rows: int, seed: int | None) -> tuple[np.random.Generator, dict[str, np.ndarray]]:
+    """The demo's reference features (``normal`` regime) and the generator that made them."""
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    return rng, generate_features(rng, rows)
+
+
+def generate_outputs(rng: np.random.Generator, feats: dict[str, np.ndarray], accuracy: float = 0.95,
+                     logit: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Label, prediction and calibrated score of each row (see module docs);
     ``accuracy`` below 0.95 makes predictions wrong more often than their
-    confidence says (concept drift)."""
+    confidence says (concept drift).  ``logit`` is the label's log-odds
+    (default: :class:`LinearScore` fitted on ``feats``)."""
     n = len(feats["age"])
-    logit = 0.03 * (feats["age"] - 40) + (feats["credit_score"] - 650) / 100 - 0.5
+    if logit is None:
+        logit = LinearScore.fit(feats).logit(feats)
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     unsure = feats["device"] == "tablet"
     conf = np.where(unsure, rng.uniform(*UNSURE, n), rng.uniform(*CONFIDENT, n))
@@ -170,15 +238,18 @@ def generate_outputs(rng: np.random.Generator, feats: dict[str, np.ndarray], acc
 
 def reference_profile(model: ModelConfig, rows: int, seed: int | None) -> ReferenceProfile:
     """The demo's reference profile, generated from the ``normal`` regime."""
-    rng = np.random.default_rng(None if seed is None else seed + 1)
-    cols: dict[str, np.ndarray] = generate_features(rng, rows)
-    out = generate_outputs(rng, cols)
+    rng, cols = reference_data(rows, seed)
+    score = LinearScore.fit(cols)
+    out = generate_outputs(rng, cols, logit=score.logit(cols))
     cols.update({k: v.astype(str) if k != "score" else v for k, v in out.items()})
+    for f, a in score.attributions(cols).items():
+        cols[model.attributions.column_prefix + f] = a
     prof = build_profile(
         cols, model.monitored_features(), bins=model.drift.bins,
         sample_size=model.drift.reference_sample_size, top_k=model.drift.top_k_categories,
     )
     fit_sections(prof, cols, model)
+    fit_explain_sections(prof, cols, model)
     return prof
 
 
@@ -206,6 +277,7 @@ class Simulator:
         self._carry = 0.0
         self.started_at = clock()
         self.emitted = 0
+        self.score = LinearScore.fit(reference_data(cfg.reference_rows, cfg.seed)[1])
 
     # -------------------------------------------------------------- scenario
     def anomalous(self, now: float | None = None) -> bool:
@@ -223,8 +295,9 @@ class Simulator:
     def batch(self, n: int, regime: Regime, now: float) -> EventBatch:
         """``n`` simulated events under ``regime`` (vectorised)."""
         rng = self.rng
-        feats = generate_features(rng, n, drift=regime.drift, covariate_shift=regime.covariate_shift)
-        out = generate_outputs(rng, feats, regime.accuracy)
+        feats = generate_features(rng, n, drift=regime.drift, covariate_shift=regime.covariate_shift, mix=regime.mix)
+        attributions = self.score.attributions(feats)
+        out = generate_outputs(rng, feats, regime.accuracy, logit=logit_of(attributions))
         label, pred, score = out["label"], out["prediction"], out["score"]
         latency = np.maximum(rng.normal(regime.latency_mean, regime.latency_sd, n), 0.005)
         errors = rng.random(n) < regime.error_rate
@@ -252,6 +325,7 @@ class Simulator:
             labels=labels,
             attributes={"region": feats["region"].tolist()},
             source="simulator",
+            attributions=attributions,
         )
 
     def step(self, dt: float, now: float | None = None) -> int:
