@@ -424,9 +424,13 @@ class EventValidator:
         if typed is None:
             return self.validate_items(body.items(), source)
         now = self.clock()
+        kinds = set(map(type, typed))
         groups: dict[type, list[Any]] = {}
-        for ev in typed:
-            groups.setdefault(type(ev), []).append(ev)
+        if len(kinds) == 1:  # one model's events (the usual body): no per-event grouping
+            groups[kinds.pop()] = typed
+        else:
+            for ev in typed:
+                groups.setdefault(type(ev), []).append(ev)
         res = ValidatedEvents()
         for struct, evs in groups.items():
             v = ItemValidator(self.models[self._model_of[struct]], source, self.unknown_feature)
