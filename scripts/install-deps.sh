@@ -3,8 +3,9 @@
 # and Debian's Prometheus, Alertmanager (promtool, amtool) and docker-compose
 # (only used to validate docker-compose.yml offline), node_exporter and
 # blackbox_exporter (the system dashboard's test; `modelmon stack` starts them
-# too) and VictoriaMetrics (victoria-metrics, vmagent, vmalert: the scale-out
-# test).  Idempotent and quiet when everything is already there.
+# too), VictoriaMetrics (victoria-metrics, vmagent, vmalert: the scale-out
+# test) and kubernetes-client (kubectl, only used to render deploy/kubernetes
+# with `kubectl kustomize`).  Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Any kubectl will do (it renders the kustomizations offline); Debian's is 1.20.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install-deps: missing kubectl; installing Debian's kubernetes-client" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
 
 # Node.js and npm: tests/test_dashboards_schema.py turns the pinned

@@ -19,6 +19,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# The tests exercise this checkout's package, in process and in every
+# ``python -m modelmon`` subprocess, whichever checkout pip's editable install
+# points at.
+_EXPORTER = str(Path(__file__).resolve().parent.parent / "exporter")
+sys.path.insert(0, _EXPORTER)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_EXPORTER, os.environ.get("PYTHONPATH")) if p)
+
 from servers import (  # noqa: E402
     AlertmanagerServer,
     ExporterServer,

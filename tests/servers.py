@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: ``MODELMON_TEST_EXPORTER_START_DELAY=6 pytest -m e2e`` to check that tests
 #: wait for readiness instead of relying on a quick start.
 START_DELAY_ENV = "MODELMON_TEST_EXPORTER_START_DELAY"
-INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (or run scripts/setup.sh)"
+INSTALL_HINT = "bash scripts/install-deps.sh (Debian: prometheus prometheus-alertmanager docker-compose kubernetes-client)"
 
 
 def free_port() -> int:

@@ -205,7 +205,18 @@ def test_templates_print_summary_description_model_value_and_runbook(tmp_path: P
                    "Feature: amount", "Value: 0.31", "Runbook: https://example.org/runbook.md#modelmonfeaturedrift",
                    "[RESOLVED]", "Feature: age", "Resolved: 2026-01-02 03:11:05 UTC"):
         assert needle in text, (needle, text)
+    # A resolved alert says that its condition ended; its present-tense annotations are framed as the past.
+    firing_block, resolved_block = text.split("\n\n")
+    assert firing_block.startswith(f"[FIRING] CRITICAL: {alert['annotations']['summary']}\n"), firing_block
+    assert resolved_block.startswith(
+        "[RESOLVED] CRITICAL: Ended: ModelmonFeatureDrift is no longer firing. It was: "
+        f"{alert['annotations']['summary']}\nLast seen while firing: {alert['annotations']['description']}"), \
+        resolved_block
+    assert "Last value while firing: 0.31" in resolved_block and "\nValue: 0.31" in firing_block
+    assert "Ended" not in firing_block and "Resolved:" not in firing_block
     html = render("modelmon.html", "html")
+    assert "Ended: ModelmonFeatureDrift is no longer firing." in html
+    assert "<td>Last value while firing</td><td>0.31</td>" in html
     assert '<a href="https://example.org/runbook.md#modelmonfeaturedrift">' in html
     assert "<td>Value</td><td>0.31</td>" in html and "<td>Model</td><td>fraud</td>" in html
     assert render("modelmon.runbook").strip() == alert["annotations"]["runbook_url"]

@@ -3,19 +3,24 @@ after events, bounded buffer that drops and counts, never raising."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
+import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelmon.app import Exporter
 from modelmon.client import Client
 from modelmon.config import config_from_dict
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.e2e
 
 
 def make_exporter(**ingest: Any) -> Exporter:
@@ -131,7 +136,180 @@ def test_bad_values_are_dropped_not_raised(exporter):
     assert sample(exporter, "modelmon_events_rejected_total", source="client", reason="unknown_model") == 1
 
 
-def test_retries_after_429_and_sends_token():
+class ScriptedExporter:
+    """A real HTTP server standing in for the exporter: ``answer(items)`` gives
+    (status, headers, body) per POST; every POST is recorded with its time."""
+
+    def __init__(self, answer: Callable[[list[dict[str, Any]]], tuple[int, dict[str, str], dict[str, Any]]]):
+        outer = self
+        self.posts: list[tuple[float, str, list[dict[str, Any]], dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.posts.append((time.monotonic(), self.path, items, dict(self.headers.items())))
+                status, headers, body = answer(items)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.posts)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedExporter]]:
+    made: list[ScriptedExporter] = []
+
+    def make(answer: Callable[[list[dict[str, Any]]], tuple[int, dict[str, str], dict[str, Any]]]) -> ScriptedExporter:
+        made.append(ScriptedExporter(answer))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.stop()
+
+
+def accept_all(items: list[dict[str, Any]]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    return 200, {}, {"accepted": len(items), "rejected_count": 0, "rejected": []}
+
+
+def test_retry_after_is_honoured_however_full_the_buffer(scripted):
+    srv = scripted(lambda items: (429, {"Retry-After": "1"}, {"error": "overloaded"}))
+    client = Client(srv.url, model="svc", batch_size=10, flush_interval=0.05, max_buffer=100_000)
+    logged = 0
+    spent = 0.0  # time inside log_event: it must never wait for the sender
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.2:  # keep the buffer over batch_size the whole time
+            c0 = time.perf_counter()
+            for i in range(50):
+                client.log_event(id=str(i), prediction=1)
+            spent += time.perf_counter() - c0
+            logged += 50
+            time.sleep(0.01)
+        n = srv.count()
+    finally:
+        client.close(timeout=0.1)
+    # One POST at once, then one per Retry-After second: 4 in 3.2 s (the old client made ~60).
+    assert 3 <= n <= 5, n
+    times = [t for t, *_ in srv.posts[:n]]
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), times
+    st = client.stats
+    assert st.sent == 0 and st.failed_requests == n
+    assert st.dropped == logged  # never delivered: every item is counted as dropped at close
+    assert spent < 1.0, f"{spent:.2f} s in {logged} log_event calls"
+
+
+def test_backoff_without_retry_after_grows_and_recovers(scripted):
+    state = {"fail": 3}
+
+    def answer(items):
+        if state["fail"] > 0:
+            state["fail"] -= 1
+            return 503, {}, {"error": "starting"}
+        return accept_all(items)
+
+    srv = scripted(answer)
+    client = Client(srv.url, model="svc", batch_size=5, flush_interval=0.02, retry_backoff=0.2)
+    try:
+        for i in range(5):
+            client.log_event(id=str(i), prediction=1)
+        assert client.flush(timeout=10)
+    finally:
+        client.close()
+    times = [t for t, *_ in srv.posts]
+    assert len(times) == 4  # three 503s, then delivered: the same batch each time
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.19 and gaps[1] >= 0.39 and gaps[2] >= 0.79, gaps  # 0.2, 0.4, 0.8 s
+    assert all(items == srv.posts[0][2] for _, _, items, _ in srv.posts)
+    assert client.stats.sent == 5 and client.stats.dropped == 0 and client.stats.given_up == 0
+
+
+def test_4xx_batch_is_dropped_and_counted_not_retried(scripted):
+    def answer(items):
+        if any(it.get("id") == "bad" for it in items):
+            return 413, {}, {"error": "body too large"}
+        return accept_all(items)
+
+    srv = scripted(answer)
+    client = Client(srv.url, model="svc", batch_size=3, flush_interval=30.0)
+    try:
+        for i in ("bad", "x1", "x2", "g1", "g2", "g3"):
+            client.log_event(id=i, prediction=1)
+        assert client.flush(timeout=5)
+    finally:
+        client.close()
+    assert srv.count() == 2  # the refused batch once, the good one once
+    assert client.stats.rejected == 3 and client.stats.sent == 3 and client.stats.failed_requests == 0
+
+
+def test_poison_5xx_batch_is_retried_a_bounded_number_of_times_then_dropped(scripted):
+    def answer(items):
+        if any(it.get("id") == "poison" for it in items):
+            return 500, {}, {"error": "internal error"}
+        return accept_all(items)
+
+    srv = scripted(answer)
+    client = Client(srv.url, model="svc", batch_size=2, flush_interval=0.02, max_retries=3, retry_backoff=0.05)
+    try:
+        client.log_event(id="poison", prediction=1)
+        client.log_event(id="p2", prediction=1)
+        for i in range(10):
+            client.log_event(id=f"good{i}", prediction=1)
+            client.log_label(f"good{i}", 1)
+        assert client.flush(timeout=10)
+    finally:
+        client.close()
+    poison = [p for p in srv.posts if any(it.get("id") == "poison" for it in p[2])]
+    assert len(poison) == 4  # the first attempt and 3 retries
+    assert client.stats.given_up == 2 and client.stats.sent == 20 and client.stats.dropped == 0
+    events = [it["id"] for _, path, items, _ in srv.posts if path.endswith("/events") for it in items]
+    assert events.count("good9") == 1
+    first_label = next(i for i, p in enumerate(srv.posts) if p[1].endswith("/labels"))
+    assert first_label > max(i for i, p in enumerate(srv.posts) if p in poison)  # labels waited for the events
+
+
+def test_retries_after_overload_and_sends_token(scripted):
+    state = {"shed": 2}
+
+    def answer(items):
+        if state["shed"] > 0:
+            state["shed"] -= 1
+            return 429, {"Retry-After": "0"}, {"error": "overloaded"}
+        return accept_all(items)
+
+    srv = scripted(answer)
+    client = Client(srv.url, model="svc", token="tok-123", flush_interval=0.02, retry_backoff=0.05)
+    client.log_event(id="r", prediction=1)
+    assert client.flush(timeout=5)
+    client.close()
+    assert srv.count() == 3 and client.stats.failed_requests == 2
+    assert client.stats.sent == 1 and client.stats.dropped == 0
+    assert all(h.get("Authorization") == "Bearer tok-123" for *_, h in srv.posts)
+
+
+def test_overload_and_wrong_token_against_the_exporter():
     import os
 
     os.environ["MODELMON_CLIENT_TEST_TOKEN"] = "tok-123"
@@ -153,7 +331,11 @@ def test_retries_after_429_and_sends_token():
         wrong = Client(f"http://127.0.0.1:{exp.port}", model="svc", token="nope")
         wrong.log_event(id="w", prediction=1)
         wrong.close()
-        assert wrong.stats.rejected == 1 and wrong.stats.sent == 0
+        assert wrong.stats.rejected == 1 and wrong.stats.sent == 0 and wrong.stats.failed_requests == 0
+        right = Client(f"http://127.0.0.1:{exp.port}", model="svc", token="tok-123")
+        right.log_event(id="r", prediction=1)
+        right.close()
+        assert right.stats.sent == 1
     finally:
         del os.environ["MODELMON_CLIENT_TEST_TOKEN"]
         exp.stop()

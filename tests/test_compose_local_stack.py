@@ -4,13 +4,19 @@ Runs the real command (exporter, Debian's prometheus and
 prometheus-alertmanager, the printing webhook) on free ports, and checks that
 Prometheus scrapes the local exporter, loads every bundle rule, sends to the
 local Alertmanager, that Alertmanager's rendered config points at the local
-receiver, and that SIGTERM stops everything.
+receiver, and that SIGTERM stops everything; that ``--demo`` brings every
+alert of the incident scenario to the terminal within a couple of minutes;
+and that a busy port fails at once, naming the port and its holder.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +59,13 @@ def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
         log = proc.log_path.read_text()
         for name in ("exporter", "prometheus", "alertmanager", "webhook"):
             assert f"127.0.0.1:{ports[name]}" in log, f"the {name} URL is not printed:\n{log}"
+        assert "DEMO" not in log
+        # Every Prometheus link printed works on the Prometheus it started (Debian's 2.42 has only
+        # the classic UI and the API).
+        links = re.findall(rf"http://127\.0\.0\.1:{ports['prometheus']}/\S+[^\s,)]", log)
+        assert len(links) >= 3, log
+        for link in links:
+            assert requests.get(link, timeout=5).status_code == 200, link
 
         def targets_up() -> dict[str, str]:
             active = requests.get(f"{prom}/targets", timeout=5).json()["data"]["activeTargets"]
@@ -90,9 +103,86 @@ def test_stack_runs_the_bundle_locally(tmp_path: Path) -> None:
     assert (data / "prometheus.log").exists() and (data / "prometheus.yml").exists()
 
 
-def test_stack_rejects_a_missing_bundle(tmp_path: Path) -> None:
-    import subprocess
+#: What the incident scenario must deliver in demo mode.
+INCIDENT_ALERTS = {"ModelmonHighLatencyP95", "ModelmonHighErrorRatio", "ModelmonLowAccuracy",
+                   "ModelmonLowThroughput", "ModelmonFeatureDrift", "ModelmonDatasetDrift"}
 
+
+def test_demo_delivers_every_incident_alert_within_two_minutes(tmp_path: Path) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    ports = {name: free_port() for name in ("exporter", "prometheus", "alertmanager", "webhook", "node-exporter",
+                                            "blackbox-exporter")}
+    proc = ServerProcess("modelmon-stack-demo", [
+        sys.executable, "-m", "modelmon", "stack", "--demo", "--scenario=incident", "--anomaly-after=5s",
+        "--rate=600", f"--exporter.listen-address=127.0.0.1:{ports['exporter']}",
+        f"--prometheus.listen-address=127.0.0.1:{ports['prometheus']}",
+        f"--alertmanager.listen-address=127.0.0.1:{ports['alertmanager']}",
+        f"--webhook.listen-address=127.0.0.1:{ports['webhook']}",
+        f"--node-exporter.listen-address=127.0.0.1:{ports['node-exporter']}",
+        f"--blackbox-exporter.listen-address=127.0.0.1:{ports['blackbox-exporter']}",
+    ], tmp_path)
+    started = time.monotonic()
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in proc.log_path.read_text() or not proc.alive(), 60,
+                   what="modelmon stack --demo to start")
+        assert proc.alive(), proc.log_tail()
+        log = proc.log_path.read_text()
+        assert log.startswith("DEMO MODE"), log
+        prom = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
+        rules = requests.get(f"{prom}/rules", timeout=5).json()["data"]["groups"]
+        fors = {r["duration"] for g in rules for r in g["rules"] if r["type"] == "alerting"}
+        assert fors == {10.0}, fors
+
+        def delivered() -> set[str]:
+            return {m.group(1) for m in re.finditer(r"DEMO notification \[\w+\] firing (\w+) model=demo",
+                                                    proc.log_path.read_text())}
+
+        # The throughput guard needs a complete 1m window (60 s up) plus for: 10s: the last one, ~80 s.
+        wait_until(lambda: INCIDENT_ALERTS <= delivered() or not proc.alive(), 150,
+                   what=f"notifications for {sorted(INCIDENT_ALERTS)}")
+        assert proc.alive(), proc.log_tail()
+        assert INCIDENT_ALERTS <= delivered(), f"missing {INCIDENT_ALERTS - delivered()}:\n{proc.log_tail()}"
+        print(f"demo: every incident alert delivered {time.monotonic() - started:.0f} s after the start")
+        # Each alert is printed once per status change, not each time Alertmanager re-sends its group.
+        lines = [ln.split(" ", 1)[1] for ln in proc.log_path.read_text().splitlines() if "DEMO notification" in ln]
+        for line in set(lines):
+            if " firing " in line:
+                resolved = line.replace(" firing ", " resolved ", 1).replace(": ", ": ended, no longer true: ", 1)
+                assert lines.count(line) <= lines.count(resolved) + 1, (line, lines)
+    finally:
+        code = proc.stop(timeout=20)
+    assert code == 0, proc.log_tail()
+
+
+def test_busy_port_fails_at_once_naming_port_and_holder(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "modelmon", "stack",
+                               f"--exporter.listen-address=127.0.0.1:{free_port()}",
+                               f"--prometheus.listen-address=127.0.0.1:{busy}",
+                               f"--alertmanager.listen-address=127.0.0.1:{free_port()}",
+                               f"--webhook.listen-address=127.0.0.1:{free_port()}",
+                               f"--node-exporter.listen-address=127.0.0.1:{free_port()}",
+                               f"--blackbox-exporter.listen-address=127.0.0.1:{free_port()}",
+                               f"--data-dir={tmp_path / 'data'}"],
+                              capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert proc.returncode == 2, proc.stderr
+    assert f"Prometheus (--prometheus.listen-address) cannot listen on 127.0.0.1:{busy}" in proc.stderr
+    assert f"held by pid {os.getpid()} " in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, f"one line, no server log:\n{proc.stderr}"
+    assert not (tmp_path / "data" / "prometheus.log").exists(), "nothing may start before the ports are checked"
+    assert elapsed < 20
+
+
+def test_stack_rejects_a_missing_bundle(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "modelmon", "stack", f"--bundle={tmp_path}"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2

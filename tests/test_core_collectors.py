@@ -136,7 +136,7 @@ def test_fleet_bin_counters_count_every_value() -> None:
     assert reg.get_sample_value("modelmon_feature_bin_values_total", {"model": "m", "feature": "c", "bin": "__other__"}) == 0
 
 
-def test_thresholds_exported_with_brief_defaults() -> None:
+def test_thresholds_exported_with_their_defaults() -> None:
     _, reg, _ = make()
     get = reg.get_sample_value
     assert get("modelmon_threshold_latency_p95_seconds", {"model": "m"}) == 0.2

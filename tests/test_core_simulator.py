@@ -1,4 +1,4 @@
-"""The simulator's distributions: each scenario's anomaly crosses the brief's
+"""The simulator's distributions: each scenario's anomaly crosses its default
 threshold clearly and ``normal`` stays clearly inside all of them."""
 
 from __future__ import annotations

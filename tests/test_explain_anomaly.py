@@ -152,3 +152,19 @@ def test_a_tampered_outlier_section_is_refused_on_load_naming_the_file(tmp_path)
     path.write_text(json.dumps(doc))
     with pytest.raises(ProfileError, match=r"p.json.*outlier_model"):
         ReferenceProfile.load(path)
+
+
+def test_one_extreme_reference_value_leaves_the_outlier_model_finite_and_useful():
+    """A single 1e300 in the reference used to overflow the moments (non-finite
+    model, refused at start-up); the fit now winsorises at the profile's fences."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 1.0, (2, 4000))
+    x[0, 17] = 1e300
+    model = fit_outlier_model({"a": x[0], "b": x[1]}, quantile=0.99)
+    assert np.all(np.isfinite(model.precision)) and np.all(np.isfinite(model.scale))
+    assert 0.8 < model.scale[0] < 1.2  # the clean rows' spread, not 1e300 / sqrt(n)
+    clean = rng.normal(0.0, 1.0, (2, 20000))
+    share = float(np.mean(model.outlying(model.score(clean))))
+    assert 0.005 < share < 0.02
+    far = model.score(np.array([[6.0, 1e300, -np.inf], [0.0, 0.0, 0.0]]))
+    assert np.all(np.isfinite(far[:2])) and model.outlying(far[:2]).all()

@@ -12,20 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-from scipy import stats
-
 from modelmon.app import Exporter
 from modelmon.app import check_sources
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.sources.proxy import JsonPath, PathError
+from prometheus_client.parser import text_string_to_metric_families
+from scipy import stats
 from servers import require_binary
 
 BIG = bytes(range(256)) * 8192  # 2 MiB, over max_parse_bytes
@@ -89,6 +89,17 @@ class ModelServer:
                         self.wfile.flush()
                         time.sleep(0.05)
                     self.wfile.write(b"0\r\n\r\n")
+                elif path == "/stream-json":  # a JSON body sent in chunks, no Content-Length
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for piece in (b'{"predictions": [{"label": 1, ', b'"score": 0.75}, ', b'{"label": 0, "score": 0.25}]}'):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                elif path == "/latin1-version":
+                    self._send(200, b'{"predictions": [{"label": 1}]}', "application/json", [("X-Model-Version", "3.\xe9")])
                 elif path == "/text":
                     self._send(200, b"plain words, not json", "text/plain")
                 elif path == "/big":
@@ -136,6 +147,10 @@ def write_reference(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 def start_proxy(tmp_path: Path, upstream_url: str, **proxy: Any) -> tuple[Exporter, np.ndarray]:
+    return start_proxy_at(tmp_path, upstream_url, "127.0.0.1:0", **proxy)
+
+
+def start_proxy_at(tmp_path: Path, upstream_url: str, listen: str, **proxy: Any) -> tuple[Exporter, np.ndarray]:
     ref, ages = write_reference(tmp_path)
     cfg = config_from_dict({
         "models": [{
@@ -147,7 +162,7 @@ def start_proxy(tmp_path: Path, upstream_url: str, **proxy: Any) -> tuple[Export
             "drift": {"recompute_interval": 0, "min_samples": 5, "methods": ["ks"]},
         }],
         "windows": [{"duration": "5m", "max_events": 10000}],
-        "proxy": {"listen_address": "127.0.0.1:0", "upstream": upstream_url, **proxy},
+        "proxy": {"listen_address": listen, "upstream": upstream_url, **proxy},
     })
     exp = Exporter(cfg)
     exp.start()
@@ -183,6 +198,7 @@ def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.e2e
 def test_request_and_response_pass_unchanged(proxied, upstream):
     exp = proxied()
     body = bytes(range(256)) * 4
@@ -207,6 +223,7 @@ def test_request_and_response_pass_unchanged(proxied, upstream):
     assert sample(exp, "modelmon_requests_total", model="clf", version="unknown") == 2
 
 
+@pytest.mark.e2e
 def test_extracts_features_predictions_and_joins_labels(proxied, upstream):
     exp = proxied(
         features={"age": "instances[*].age", "gender": "instances[*].gender"},
@@ -240,10 +257,11 @@ def test_extracts_features_predictions_and_joins_labels(proxied, upstream):
     # Everything this issue adds (quality, fairness, delay, join, proxy) passes promtool's lint.
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
     assert "modelmon_label_delay_seconds_bucket" in text and "modelmon_proxy_responses_total" in text
-    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], check=False, input=text, capture_output=True, text=True, timeout=30)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.e2e
 def test_mismatched_batch_paths_count_a_failure_but_serve(proxied):
     exp = proxied(features={"age": "instances[*].age", "gender": "groups[*]"}, prediction="predictions[*].label")
     r = requests.post(purl(exp, "/v1/predict"), json={"instances": [{"age": 50}, {"age": 20}], "groups": ["f"]}, timeout=5)
@@ -259,6 +277,7 @@ def test_mismatched_batch_paths_count_a_failure_but_serve(proxied):
     assert sample(exp, "modelmon_request_errors_total", model="clf", reason="upstream") == 1
 
 
+@pytest.mark.e2e
 def test_upstream_errors_down_and_timeouts_are_counted(proxied, tmp_path):
     exp = proxied(timeout_seconds=0.3)
     r = requests.get(purl(exp, "/fail"), timeout=5)
@@ -277,6 +296,7 @@ def test_upstream_errors_down_and_timeouts_are_counted(proxied, tmp_path):
     assert requests.get(purl(exp, "/text"), timeout=5).text == "plain words, not json"
 
 
+@pytest.mark.e2e
 def test_streams_and_non_json_bodies_pass_through(proxied):
     exp = proxied(prediction="predictions[0].label", max_parse_bytes=1024)
     with requests.get(purl(exp, "/stream"), stream=True, timeout=5) as r:
@@ -292,6 +312,40 @@ def test_streams_and_non_json_bodies_pass_through(proxied):
     # Chunked request bodies are streamed to the upstream too.
     r = requests.post(purl(exp, "/echo"), data=iter([b"ab", b"cd"]), timeout=5)
     assert r.status_code == 201 and r.content == b"abcd"
+
+
+@pytest.mark.e2e
+def test_streamed_json_is_captured_and_bad_bodies_only_cost_extraction(proxied):
+    exp = proxied(features={"age": "instances[*].age"}, prediction="predictions[*].label",
+                  score="predictions[*].score", version_header="X-Model-Version")
+    r = requests.post(purl(exp, "/stream-json"), json={"instances": [{"age": 50}, {"age": 20}]}, timeout=5)
+    assert r.json()["predictions"][1] == {"label": 0, "score": 0.25}
+    assert sample(exp, "modelmon_feature_bin_values_total", model="clf", feature="prediction", bin="1") == 1
+    assert sample(exp, "modelmon_feature_bin_values_total", model="clf", feature="prediction", bin="0") == 1
+    # A version header that is not UTF-8 never becomes a label value: the event keeps the default.
+    r = requests.post(purl(exp, "/latin1-version"), json={"instances": [{"age": 30}]}, timeout=5)
+    assert r.status_code == 200 and r.headers["X-Model-Version"].startswith("3.")  # the undecodable byte is not sent on
+    assert sample(exp, "modelmon_requests_total", model="clf", version="unknown") == 3
+    # JSON nested 5000 deep: the request is served, extraction fails and is counted.
+    deep = b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = requests.post(purl(exp, "/echo"), data=deep, headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 201 and r.content == deep
+    assert sample(exp, "modelmon_proxy_extraction_failures_total", model="clf") == 1
+    assert requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).status_code == 200
+
+
+@pytest.mark.e2e
+def test_proxy_listens_on_ipv6(tmp_path, upstream):
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback", pytrace=False)
+    exp, _ = start_proxy(tmp_path, upstream.url)
+    exp.stop()
+    cfg_exp, _ = start_proxy_at(tmp_path, upstream.url, "[::1]:0")
+    try:
+        r = requests.get(f"http://[::1]:{cfg_exp.proxy.port}/text", timeout=5)
+        assert r.text == "plain words, not json"
+    finally:
+        cfg_exp.stop()
 
 
 @pytest.mark.parametrize("path, doc, want", [
@@ -359,7 +413,7 @@ def test_serve_flags_run_the_proxy(tmp_path, upstream):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    bad = subprocess.run(cmd[:-1] + ["--proxy.upstream=not-a-url"], capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(cmd[:-1] + ["--proxy.upstream=not-a-url"], check=False, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "proxy.upstream: must be an http:// or https:// URL" in bad.stderr
 
 

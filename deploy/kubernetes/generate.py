@@ -1,9 +1,9 @@
 """Generates the Kubernetes manifests that copy other parts of the bundle, so
 there is one source of truth:
 
-- ``prometheusrule.yaml``: a prometheus-operator ``PrometheusRule`` whose
+- ``base/prometheusrule.yaml``: a prometheus-operator ``PrometheusRule`` whose
   groups are those of ``prometheus/rules/*.yml`` (file order, then group order);
-- ``dashboards.yaml``: one ``ConfigMap`` per ``grafana/dashboards/*.json``,
+- ``base/dashboards.yaml``: one ``ConfigMap`` per ``grafana/dashboards/*.json``,
   labelled ``grafana_dashboard: "1"`` for the Grafana sidecar of
   kube-prometheus-stack (one dashboard per ConfigMap keeps each object well
   under the 256 KiB ``kubectl apply`` annotation limit).
@@ -86,7 +86,7 @@ def dashboard_configmaps() -> str:
     return HEADER.format(src="grafana/dashboards/*.json") + _dump(docs)
 
 
-OUTPUTS = {"prometheusrule.yaml": prometheus_rule, "dashboards.yaml": dashboard_configmaps}
+OUTPUTS = {"base/prometheusrule.yaml": prometheus_rule, "base/dashboards.yaml": dashboard_configmaps}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,11 +4,14 @@ collectors/registry -> HTTP server, plus the sources that feed the pipeline
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
 
 from .collectors import build_registry
 from .config import Config, ConfigError, ModelConfig, listen_address
@@ -19,12 +22,13 @@ from .inference_log import InferenceLogger
 from .labels import LabelJoin
 from .pipeline import Pipeline
 from .profile_sections import fit_explain_sections, importance_profile, outlier_model
+from .reload import ReloadPlan, plan
 from .sources import Source, SourceContext, SourceSpec
 from .sources import api as api_source
-from .sources.proxy import ProxySource, validate_proxy_config
+from .sources.proxy import ProxySource, proxy_model, validate_proxy_config
 from .sources.simulator import Simulator, reference_profile
-from .web import ExporterApp, ExporterServer, ServerLimits
-from .webauth import WebSecurity, web_security
+from .web import ExporterApp, ExporterServer, Route, ServerLimits, json_error, json_response
+from .webauth import WebSecurity, effective_web_config, web_security
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,78 @@ class Exporter:
         tls = sec.server_context if sec is not None and sec.context() is not None else None
         self.server = ExporterServer(self.app, host, port, limits, tls=tls,
                                      on_handshake_failure=sec.count_handshake_failure if sec else None)
+        #: Builds the config a reload switches to (cli: the file and flags again, checked); None: no reload.
+        self.config_loader: Callable[[], tuple[Config, dict[str, ReferenceProfile | None]]] | None = None
+        #: Serve POST /-/reload (Prometheus: --web.enable-lifecycle); SIGHUP always reloads.
+        self.lifecycle_api = False
+        self._reload_lock = threading.Lock()
+        #: The web settings in force (a reload compares the new ones with these, not with the file now).
+        self._web = effective_web_config(cfg)[0]
+        self.reloads = ReloadCollector()
+        self.registry.register(self.reloads)
+        self.app.add_route(Route("POST", "/-/reload", self._reload_route))
+
+    # ------------------------------------------------------------ reload
+    def reload(self, new_cfg: Config, new_profiles: dict[str, ReferenceProfile | None]) -> ReloadPlan:
+        """Switch to a checked new config (modelmon.reload): kept models keep
+        their counters and windows; raises ConfigError, changing nothing, when
+        the new config cannot be applied without a restart."""
+        p = plan(self.cfg, new_cfg, self.profiles, new_profiles)
+        old_web = self._web
+        new_web, _ = effective_web_config(new_cfg)
+        if old_web.tls_server_config != new_web.tls_server_config:
+            raise ConfigError("TLS settings changed: restart modelmon to apply them (renewed certificate files are "
+                              "picked up without one)", file=new_cfg.source or None, field_path="web")
+        proxied = proxy_model(self.cfg) if "proxy" in self.sources else None
+        if proxied is not None and proxied.name not in p.kept:
+            raise ConfigError(f"the proxied model {proxied.name!r} changed: restart modelmon to apply it",
+                              file=new_cfg.source or None, field_path="proxy.model")
+        sec = web_security(new_cfg)
+        p.web_changed = old_web != new_web
+        # Everything is checked: switch.
+        self.pipeline.reconfigure(new_cfg, new_profiles, set(p.kept))
+        for src in self.sources.values():
+            reconfigure = getattr(src, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(new_cfg)
+        if self.inference_log is not None:  # which features' values each model logs (log_value)
+            self.inference_log.logged_features = {m.name: [f.name for f in m.features if f.log_value]
+                                                  for m in new_cfg.models}
+        if self.security is not None:
+            self.registry.unregister(self.security)
+        if sec is not None:
+            self.registry.register(sec)
+        self.security = sec
+        self.app.authenticate = sec.authenticate if sec and sec.users else None
+        self.app.default_headers = dict(sec.headers) if sec else {}
+        self.cfg, self.profiles, self._web = new_cfg, new_profiles, new_web
+        return p
+
+    def reload_now(self, trigger: str) -> tuple[bool, dict[str, Any]]:
+        """Load the config again with :attr:`config_loader` and switch to it;
+        logs what changed, or why the new config was refused (the running one
+        stays).  Returns (ok, what changed or the error)."""
+        if self.config_loader is None:
+            return False, {"error": "this exporter was started without a config to reload"}
+        with self._reload_lock:
+            try:
+                new_cfg, new_profiles = self.config_loader()
+                summary = self.reload(new_cfg, new_profiles).summary()
+            except (ConfigError, ValueError, OSError) as exc:
+                self.reloads.failed()
+                log.error("config reload refused, the running config stays",
+                          extra={"trigger": trigger, "error": str(exc)})
+                return False, {"error": str(exc)}
+            self.reloads.succeeded(time.time())
+            log.info("config reloaded", extra={"trigger": trigger, **summary})
+            return True, summary
+
+    async def _reload_route(self, request: Any) -> Any:
+        if not self.lifecycle_api:
+            return json_error(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle)")
+        loop = asyncio.get_running_loop()
+        ok, body = await loop.run_in_executor(None, self.reload_now, "http")
+        return json_response(200, body) if ok else json_error(500, f"config reload refused: {body['error']}")
 
     @property
     def port(self) -> int:
@@ -161,3 +237,28 @@ class Exporter:
             self.inference_log.close()
         self.server.stop()
         log.info("exporter stopped")
+
+
+class ReloadCollector:
+    """Config reload outcome, as Prometheus reports its own::
+
+        modelmon_config_last_reload_successful 1
+        modelmon_config_last_reload_success_timestamp_seconds 1.7e9
+    """
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.last_success = time.time()
+
+    def succeeded(self, at: float) -> None:
+        self.ok, self.last_success = True, at
+
+    def failed(self) -> None:
+        self.ok = False
+
+    def collect(self) -> Any:
+        yield GaugeMetricFamily("modelmon_config_last_reload_successful",
+                                "Whether the last config reload (SIGHUP, POST /-/reload) succeeded.", value=int(self.ok))
+        yield GaugeMetricFamily("modelmon_config_last_reload_success_timestamp_seconds",
+                                "When the config was last loaded successfully (start or reload).",
+                                value=self.last_success)

@@ -14,12 +14,17 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
+from .app import Exporter
 from .collectors.groups import GROUPS
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, parse_duration
 from .log import LEVELS, setup_logging
+from .preflight import load_profiles, prepare
+from .sources.simulator import SCENARIOS, default_config, demo_model_config
+from .web import ServerLimits
 
 log = logging.getLogger("modelmon")
 
@@ -35,54 +40,52 @@ SUBCOMMANDS: list[str] = [
 
 
 def _load(path: str | None) -> Config:
-    from .sources.simulator import default_config
-
     return load_config(path) if path else default_config()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import Exporter
-    from .sources.simulator import SCENARIOS
-    from .web import ServerLimits
+def serve_config(args: argparse.Namespace) -> Config:
+    """The config ``serve`` runs: the file (or the simulated demo), the command
+    line's overrides, then the shared checks (modelmon.preflight), whose
+    warnings are logged.  A reload builds its new config the same way."""
+    cfg = _load(args.config)
+    sim = cfg.simulator
+    if args.scenario is not None or args.simulate:
+        sim.enabled = True
+        if not cfg.model(sim.model):
+            cfg.models.append(demo_model_config(sim.model))
+    if args.scenario is not None:
+        if args.scenario not in SCENARIOS:
+            raise ConfigError(f"--scenario: must be one of {', '.join(SCENARIOS)}")
+        sim.scenario = args.scenario
+    for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                setattr(sim, attr, parse_duration(value))
+            except ValueError as exc:
+                raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise ConfigError("--rate: must be > 0")
+        sim.rate = args.rate
+    if args.seed is not None:
+        sim.seed = args.seed
+    if args.proxy_listen_address is not None or args.proxy_upstream is not None:
+        cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
+        cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+    for group, enabled in (args.collectors or {}).items():
+        setattr(cfg.collectors, group, enabled)
+    if args.web_config_file:
+        cfg.web.config_file = str(Path(args.web_config_file).resolve())
+    for warning in prepare(cfg):
+        log.warning("config: %s", warning, extra={"file": warning.file, "field": warning.field_path})
+    return cfg
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
-        cfg = _load(args.config)
-        sim = cfg.simulator
-        if args.scenario is not None or args.simulate:
-            sim.enabled = True
-            if not cfg.model(sim.model):
-                from .sources.simulator import demo_model_config
-
-                cfg.models.append(demo_model_config(sim.model))
-        if args.scenario is not None:
-            if args.scenario not in SCENARIOS:
-                raise ConfigError(f"--scenario: must be one of {', '.join(SCENARIOS)}")
-            sim.scenario = args.scenario
-        for flag, attr in (("anomaly_after", "anomaly_after_seconds"), ("anomaly_duration", "anomaly_duration_seconds")):
-            value = getattr(args, flag)
-            if value is not None:
-                from .config import parse_duration
-
-                try:
-                    setattr(sim, attr, parse_duration(value))
-                except ValueError as exc:
-                    raise ConfigError(f"--{flag.replace('_', '-')}: {exc}") from None
-        if args.rate is not None:
-            if args.rate <= 0:
-                raise ConfigError("--rate: must be > 0")
-            sim.rate = args.rate
-        if args.seed is not None:
-            sim.seed = args.seed
-        if args.proxy_listen_address is not None or args.proxy_upstream is not None:
-            cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
-            cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
-        for group, enabled in (args.collectors or {}).items():
-            setattr(cfg.collectors, group, enabled)
-        if args.web_config_file:
-            from pathlib import Path
-
-            cfg.web.config_file = str(Path(args.web_config_file).resolve())
+        cfg = serve_config(args)
         if args.web_read_header_timeout <= 0 or args.web_read_timeout <= 0 or args.web_max_connections <= 0:
             raise ConfigError("--web.read-header-timeout, --web.read-timeout and --web.max-connections must be > 0")
         limits = ServerLimits(header_timeout_seconds=args.web_read_header_timeout,
@@ -96,31 +99,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"modelmon: error: cannot listen on {args.web_listen_address}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    # A reload (SIGHUP, POST /-/reload) reads the config file, the web config and the flags again.
+    exporter.config_loader = lambda: (lambda c: (c, load_profiles(c)))(serve_config(args))
+    exporter.lifecycle_api = args.web_enable_lifecycle
     stop = threading.Event()
+    hup = threading.Event()
 
     def _signal(signum: int, _frame: object) -> None:
         log.info("signal received, shutting down", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
+    def _hangup(_signum: int, _frame: object) -> None:
+        hup.set()
+
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
+    signal.signal(signal.SIGHUP, _hangup)
     exporter.start()
-    stop.wait()
+    while not stop.wait(0.2):
+        if hup.is_set():
+            hup.clear()
+            log.info("signal received, reloading the config", extra={"signal": "SIGHUP"})
+            exporter.reload_now("SIGHUP")
     exporter.stop()
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import check_sources, load_profile
-
+    """The checks ``serve --config FILE`` makes before it listens (modelmon.preflight), nothing more."""
     try:
         cfg = load_config(args.file)
-        check_sources(cfg)
-        for i, m in enumerate(cfg.models):
-            load_profile(cfg, i, m)
+        if args.web_config_file:
+            cfg.web.config_file = str(Path(args.web_config_file).resolve())
+        warnings = prepare(cfg)
+        load_profiles(cfg)
     except ConfigError as exc:
         print(f"modelmon: error: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"modelmon: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK ({len(cfg.models)} model(s), windows {', '.join(w.name for w in cfg.windows)})")
     return 0
 
@@ -142,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the exporter (a simulated model unless a config says otherwise)")
-    serve.add_argument("--config", "--config.file", dest="config", metavar="FILE", help="YAML config (default: simulated demo model)")
+    serve.add_argument("--config", "--config.file", dest="config", metavar="FILE",
+                       help="YAML config (default: simulated demo model)")
     serve.add_argument("--web.listen-address", dest="web_listen_address", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                        help=f"address for /metrics and the API (default {DEFAULT_LISTEN}: all interfaces)")
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
@@ -153,11 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="answer 408 to a request whose body is not complete this long after its head (default 30)")
     serve.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=2048, metavar="N",
                        help="connections open at once; more get 503 (default 2048)")
+    serve.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+                       help="serve POST /-/reload (as Prometheus; SIGHUP reloads either way)")
     serve.add_argument("--scenario", help="simulator scenario: normal, latency-spike, throughput-drop, error-burst, "
                                           "accuracy-decay, data-drift, covariate-shift, importance-shift, incident "
                                           "(implies --simulate)")
     serve.add_argument("--simulate", action="store_true", help="add the simulated demo model to a config's models")
-    serve.add_argument("--anomaly-after", metavar="DURATION", help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
+    serve.add_argument("--anomaly-after", metavar="DURATION",
+                       help="start the scenario's anomaly after this long (e.g. 0, 30s, 3m)")
     serve.add_argument("--anomaly-duration", metavar="DURATION", help="end the anomaly after this long (default: never)")
     serve.add_argument("--rate", type=float, help="simulated requests per second (default 1000)")
     serve.add_argument("--seed", type=int, help="random seed for reproducible simulation")
@@ -176,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file (and its reference data) without serving")
     check.add_argument("file")
+    check.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="also check this web config, as serve --web.config.file would load it")
     check.set_defaults(func=cmd_check_config)
 
     for module in SUBCOMMANDS:

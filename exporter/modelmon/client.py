@@ -16,9 +16,19 @@ return at once: they never block on the network and never raise into the
 model's request path (a full buffer or an unusable value drops the item and
 counts it in :attr:`Client.stats`).  A background thread sends the buffer in
 batches (``batch_size`` items or every ``flush_interval`` seconds) with one
-``requests.Session`` and timeouts; it backs off and keeps the items when the
-exporter sheds load (429/503) or is unreachable, and drops items the exporter
-refused as invalid (counted, with the reason logged once per kind).
+``requests.Session`` and timeouts.  What each answer does:
+
+* 2xx: sent (items the exporter refused inside the batch are counted as rejected);
+* 429 / 503 (load shedding) and network errors: the batch is kept and the
+  sender waits ``Retry-After`` seconds when the exporter gave them, else an
+  exponential backoff (``retry_backoff`` doubling up to 30 s); nothing is sent
+  before that time, however full the buffer gets;
+* any other 4xx (invalid, unauthorized, too large...): the batch is dropped and
+  counted as rejected, never retried;
+* any other 5xx or a read timeout: retried with backoff ``max_retries`` times,
+  then dropped and counted as ``given_up`` so that one poison batch never
+  holds back the batches behind it.
+
 Labels are sent after the events of the same flush, so a label never overtakes
 its event.  The thread is restarted after ``os.fork()`` (pre-fork servers).
 """
@@ -26,6 +36,7 @@ its event.  The thread is restarted after ``os.fork()`` (pre-fork servers).
 from __future__ import annotations
 
 import atexit
+import email.utils
 import json
 import logging
 import os
@@ -33,8 +44,9 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Self
 
 import requests
 
@@ -42,8 +54,13 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Client", "ClientStats"]
 
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: The exporter shedding load: wait (Retry-After or backoff) and retry, however long it takes.
+_SHED_STATUSES = frozenset({429, 503})
 _MAX_BACKOFF = 30.0
+#: Longest ``Retry-After`` honoured (a larger one is cut to this).
+_MAX_RETRY_AFTER = 300.0
+EVENTS = "/api/v1/events"
+LABELS = "/api/v1/labels"
 
 
 @dataclass
@@ -58,6 +75,8 @@ class ClientStats:
     rejected: int = 0
     #: Failed POSTs (network errors, 429/5xx); their items were kept and retried where room allowed.
     failed_requests: int = 0
+    #: Dropped after ``max_retries`` failed attempts (5xx other than 503, read timeouts).
+    given_up: int = 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -103,6 +122,8 @@ class Client:
         flush_interval: float = 1.0,
         max_buffer: int = 10_000,
         timeout: float = 5.0,
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
         session: requests.Session | None = None,
     ):
         """
@@ -114,6 +135,10 @@ class Client:
         :param flush_interval: seconds between sends when fewer than ``batch_size`` items wait.
         :param max_buffer: most events (and, separately, labels) held; beyond it items are dropped and counted.
         :param timeout: connect and read timeout of each POST, in seconds.
+        :param max_retries: further attempts for a batch that failed with a 5xx (other than 503)
+            or a read timeout, before it is dropped (``stats.given_up``).
+        :param retry_backoff: first backoff in seconds after a failure without ``Retry-After``; it
+            doubles with each failure in a row, up to 30 s.
         """
         self.url = url.rstrip("/")
         self.model = model
@@ -122,11 +147,14 @@ class Client:
         self.flush_interval = float(flush_interval)
         self.max_buffer = max(1, int(max_buffer))
         self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        self.retry_backoff = max(0.001, float(retry_backoff))
         self.stats = ClientStats()
         self._events: deque[dict[str, Any]] = deque()
         self._labels: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._closing = threading.Event()
         self._closed = False
         self._session = session or requests.Session()
         self._session.headers.update({"Content-Type": "application/json", "X-Modelmon-Source": "client"})
@@ -138,6 +166,10 @@ class Client:
         self._flush_done = threading.Condition(self._lock)
         self._in_flight = 0
         self._backoff = 0.0
+        #: No POST before this time.monotonic() value (Retry-After / backoff).
+        self._not_before = 0.0
+        #: A batch that failed and is sent again before anything else: (path, items, attempts).
+        self._retry: tuple[str, list[dict[str, Any]], int] | None = None
         self._start_thread()
         _live_clients.add(self)
 
@@ -186,7 +218,7 @@ class Client:
             if label is not None:
                 ev["label"] = label
             return self._put(self._events, ev)
-        except Exception:  # the model's request path must never see our problems
+        except Exception:  # noqa: BLE001 - the model's request path must never see our problems
             self._drop(1)
             return False
 
@@ -197,7 +229,7 @@ class Client:
             if model is not None:
                 item["model"] = model
             return self._put(self._labels, item)
-        except Exception:
+        except Exception:  # noqa: BLE001 - never raise into the caller
             self._drop(1)
             return False
 
@@ -207,7 +239,7 @@ class Client:
         self._ensure_thread()
         self._wake.set()
         with self._lock:
-            while self._events or self._labels or self._in_flight:
+            while self._events or self._labels or self._in_flight or self._retry is not None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -221,22 +253,24 @@ class Client:
             return
         self.flush(timeout)
         self._closed = True
+        self._closing.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(1.0, self.timeout + 1))
         with self._lock:
-            left = len(self._events) + len(self._labels)
+            left = len(self._events) + len(self._labels) + (len(self._retry[1]) if self._retry else 0)
             self._events.clear()
             self._labels.clear()
+            self._retry = None
         if left:
             self._drop(left)
         self._session.close()
         _live_clients.discard(self)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------ internals
@@ -267,6 +301,8 @@ class Client:
             self._events.clear()
             self._labels.clear()
             self._in_flight = 0
+            self._retry = None
+            self._not_before = 0.0
             self._session = requests.Session()  # fresh sockets, same headers
             self._session.headers.update({"Content-Type": "application/json", "X-Modelmon-Source": "client"})
             self._thread = None
@@ -281,7 +317,14 @@ class Client:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._backoff or self.flush_interval)
+            delay = self._not_before - time.monotonic()
+            if delay > 0:
+                if self._closed:
+                    return  # close() counts what is left as dropped
+                # Backing off: sleep it out; a full buffer must not bring the next POST forward.
+                self._closing.wait(delay)
+                continue
+            self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
                 self._send_all()
@@ -303,68 +346,95 @@ class Client:
             self._flush_done.notify_all()
 
     def _send_all(self) -> None:
-        """Send full buffers; events before labels; stop at the first failure (back off)."""
-        for buf, path in ((self._events, "/api/v1/events"), (self._labels, "/api/v1/labels")):
+        """The batch being retried first, then full buffers, events before labels;
+        stop at the first failure (the backoff then applies to everything)."""
+        if self._retry is not None:
+            path, items, attempts = self._retry
+            if not self._attempt(path, items, attempts):
+                return
+        for buf, path in ((self._events, EVENTS), (self._labels, LABELS)):
             while buf:
+                if time.monotonic() < self._not_before:
+                    return
                 items = self._take(buf)
                 try:
-                    ok = self._post(path, items, buf)
+                    ok = self._attempt(path, items, 0)
                 finally:
                     self._done(len(items))
                 if not ok:
                     return  # labels wait for their events
         self._backoff = 0.0
 
-    def _post(self, path: str, items: list[dict[str, Any]], buf: deque) -> bool:
+    def _attempt(self, path: str, items: list[dict[str, Any]], attempts: int) -> bool:
+        """POST one batch; False when it failed and waits in the retry slot."""
+        outcome, retry_after = self._post(path, items)
+        with self._lock:
+            self._retry = None
+            if outcome == "done":
+                self._flush_done.notify_all()
+                return True
+            self.stats.failed_requests += 1
+            if outcome == "poison" and attempts >= self.max_retries:
+                self.stats.given_up += len(items)
+                self._flush_done.notify_all()
+                self._warn("given_up", "modelmon client: dropped a batch of %d item(s) after %d attempts",
+                           len(items), attempts + 1)
+                return True  # dropped: the batches behind it go on
+            if self._closed:  # closing: do not wait for an exporter that refuses
+                self.stats.dropped += len(items)
+                self._flush_done.notify_all()
+                return False
+            self._retry = (path, items, attempts + (outcome == "poison"))
+        self._backoff = min(_MAX_BACKOFF, max(self.retry_backoff, self._backoff * 2))
+        wait = self._backoff if retry_after is None else retry_after
+        self._not_before = time.monotonic() + wait
+        return False
+
+    def _post(self, path: str, items: list[dict[str, Any]]) -> tuple[str, float | None]:
+        """("done" | "shed" | "poison", Retry-After seconds)."""
         body, kept, bad = _encode(items)
         if bad:
             self._drop(bad)
             self._warn("encode", "modelmon client: dropped %d item(s) that are not JSON-encodable", bad)
         if not kept:
-            return True
+            return "done", None
+        items[:] = kept
         try:
             resp = self._session.post(self.url + path, data=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            self._retry_later(kept, buf, f"{exc.__class__.__name__}")
-            return False
-        if resp.status_code in _RETRY_STATUSES or resp.status_code >= 500:
-            self._retry_later(kept, buf, f"HTTP {resp.status_code}")
-            return False
-        accepted = len(kept)
-        if resp.status_code != 200:
-            accepted = 0
+        except (requests.ConnectionError, requests.ConnectTimeout) as exc:
+            self._warn("send:" + exc.__class__.__name__, "modelmon client: cannot send to %s (%s); retrying",
+                       self.url, exc.__class__.__name__)
+            return "shed", None
+        except requests.RequestException as exc:  # read timeout and the like: maybe the batch's fault
+            self._warn("send:" + exc.__class__.__name__, "modelmon client: sending to %s failed (%s); retrying",
+                       self.url, exc.__class__.__name__)
+            return "poison", None
+        code = resp.status_code
+        if code in _SHED_STATUSES:
+            self._warn(f"send:HTTP {code}", "modelmon client: exporter at %s answered %s; backing off", self.url, code)
+            return "shed", _retry_after(resp.headers.get("Retry-After"))
+        if code >= 500:
+            self._warn(f"send:HTTP {code}", "modelmon client: exporter at %s answered %s; retrying", self.url, code)
+            return "poison", _retry_after(resp.headers.get("Retry-After"))
+        accepted = len(kept) if 200 <= code < 300 else 0
         try:
             payload = resp.json()
-            accepted = int(payload.get("accepted", accepted))
+            if 200 <= code < 300:
+                accepted = int(payload.get("accepted", accepted))
             if payload.get("rejected"):
                 first = payload["rejected"][0]
                 self._warn(first.get("reason", "rejected"), "modelmon client: exporter refused items (first: %s)",
                            first.get("error"))
-            elif resp.status_code != 200:
-                self._warn(str(resp.status_code), "modelmon client: exporter answered %s: %s",
-                           resp.status_code, payload.get("error"))
-        except ValueError:
-            pass
+            elif code >= 300:
+                self._warn(str(code), "modelmon client: exporter answered %s: %s", code, payload.get("error"))
+        except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+            if code >= 300:
+                self._warn(str(code), "modelmon client: exporter answered %s", code)
+        accepted = max(0, min(accepted, len(kept)))
         with self._lock:
             self.stats.sent += accepted
             self.stats.rejected += len(kept) - accepted
-        return True
-
-    def _retry_later(self, items: list[dict[str, Any]], buf: deque, why: str) -> None:
-        """Put items back at the front (as room allows) and back off exponentially."""
-        with self._lock:
-            self.stats.failed_requests += 1
-            room = self.max_buffer - len(buf)
-            keep = items[:max(room, 0)]
-            buf.extendleft(reversed(keep))
-            self.stats.dropped += len(items) - len(keep)
-        self._backoff = min(_MAX_BACKOFF, max(0.5, self._backoff * 2)) if not self._closed else 0.0
-        self._warn("send:" + why, "modelmon client: cannot send to %s (%s); retrying", self.url, why)
-        if self._closed:
-            with self._lock:  # closing: do not spin on an unreachable exporter
-                n = len(buf)
-                buf.clear()
-                self.stats.dropped += n
+        return "done", None
 
     def _warn(self, kind: str, msg: str, *args: Any) -> None:
         if kind not in self._warned and len(self._warned) < 100:
@@ -372,7 +442,20 @@ class Client:
             log.warning(msg, *args)
 
 
-_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), bounded."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value) if value.isdigit() else (
+            email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 @atexit.register
@@ -380,5 +463,5 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
     for c in list(_live_clients):
         try:
             c.close(timeout=2.0)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - interpreter exit: nothing left to tell
             pass

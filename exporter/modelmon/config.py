@@ -28,6 +28,11 @@ from .drift import registry
 
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
+#: Upper bound on one window's ``max_events``: windows are allocated in full at
+#: start-up (about 70 bytes per event per model and window, plus 10 per
+#: numerical feature), so a typo such as 100000000000000 must fail here
+#: rather than as a 700 TiB allocation.
+MAX_WINDOW_EVENTS = 10_000_000
 
 
 class ConfigError(ValueError):
@@ -118,13 +123,16 @@ class WindowConfig:
     """A sliding time window over recent events.
 
     Memory is bounded by ``max_events``: when more events than that arrive
-    within ``duration``, the window keeps the most recent ``max_events``.
+    within ``duration``, the window keeps a uniform sample of ``max_events``
+    (modelmon.windows).
     """
 
     name: str = field(default="", metadata=_check(lambda s: s == "" or bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s)),
                                                   "must be a short label such as 5m"))
     duration_seconds: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
-    max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
+    max_events: int = field(default=100_000, metadata=_check(
+        lambda x: 0 < x <= MAX_WINDOW_EVENTS,
+        f"must be between 1 and {MAX_WINDOW_EVENTS} (windows are allocated in full at start-up)"))
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -135,8 +143,9 @@ class WindowConfig:
 class ThresholdsConfig:
     """Alert thresholds, exported as gauges so alert rules compare against them.
 
-    Defaults are the original brief's: 200 ms response time, 500 req/s,
-    accuracy 0.85, 5 % errors, drift score 0.1, release gate accuracy 0.90.
+    Defaults: 200 ms p95 response time, 500 req/s, accuracy 0.85, 5 % errors,
+    drift score 0.1, release gate accuracy 0.90 (the limits docs/runbook.md
+    and the alert rules are written for).
     """
 
     latency_p95_seconds: float = field(default=0.2, metadata=_check(_positive, "must be > 0"))
@@ -394,8 +403,17 @@ class ProxyConfig:
     score: str = ""
     #: Feature -> dotted path into the JSON *response* body of its attribution (explanations served with predictions).
     attributions: dict[str, str] = field(default_factory=dict)
+    #: Upstream connect timeout, longest wait for each read from the upstream (then 504), and
+    #: the deadline for a client's whole request body (then 408).
     timeout_seconds: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
-    #: JSON bodies up to this size are parsed for extraction; larger ones only pass through.
+    #: A client's request head must arrive within this of the connection opening or of the
+    #: previous response; idle keep-alive connections are closed after it too.
+    header_timeout_seconds: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
+    #: Client connections open at once; more are answered 503 and closed.
+    max_connections: int = field(default=4096, metadata=_check(_positive, "must be > 0"))
+    #: Kept-alive connections to the upstream (the pool's size).
+    upstream_connections: int = field(default=100, metadata=_check(_positive, "must be > 0"))
+    #: JSON bodies up to this size are captured for extraction; larger ones only pass through.
     max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     #: Events waiting for the pipeline; when full, events are dropped and counted (requests still pass).
     queue_max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
@@ -558,6 +576,9 @@ def _convert(value: Any, tp: Any, path: str, meta: Any) -> Any:
             raise ConfigError("must be a finite number", field_path=path)
         return float(value)
     if tp is int:
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
+            raise ConfigError(f"must be an integer (YAML reads {value} as a string: write the digits out)",
+                              field_path=path)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError("must be an integer", field_path=path)
         return value
@@ -694,15 +715,64 @@ def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:
         raise ConfigError(f"method {method!r} does not apply to {ftype} features", field_path=path)
 
 
+def _validate_raw(data: Any) -> None:
+    """Checks that need to know what the file says, not only the defaults it leads to."""
+    models = data.get("models") if isinstance(data, dict) else None
+    for i, m in enumerate(models if isinstance(models, list) else []):
+        if isinstance(m, dict) and m.get("task") == "regression" and "positive_class" in m:
+            raise ConfigError("only classification models have a positive class (task is regression)",
+                              field_path=f"models[{i}].positive_class")
+
+
 def config_from_dict(data: Any, source: str = "") -> Config:
     """Build and validate a :class:`Config` from already-parsed YAML."""
     try:
+        _validate_raw(data)
         cfg = _build(Config, data, "")
         cfg.source = source
         _validate(cfg)
     except ConfigError as exc:
         raise ConfigError(exc.reason, file=source or None, field_path=exc.field_path) from None
     return cfg
+
+
+def _duplicate_key(node: yaml.Node, path: str = "") -> ConfigError | None:
+    """The first mapping key written twice under ``node`` (YAML itself keeps the last silently)."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            sub = f"{path}.{key}" if path else str(key)
+            if key is not None and key in first:
+                line = first[key].start_mark.line + 1
+                return ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                   f"(first at line {line}; YAML would keep only the last)", field_path=sub)
+            if key is not None:
+                first[key] = key_node
+            found = _duplicate_key(value_node, sub)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """Parse a YAML document for a config: syntax errors with line and column,
+    duplicate keys refused with the field and both lines."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        dup = _duplicate_key(node) if node is not None else None
+        if dup:
+            raise ConfigError(dup.reason, file=file, field_path=dup.field_path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=file) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -712,10 +782,10 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", file=str(p)) from None
+    data = load_yaml(text, str(p))
+    if data is None:
+        raise ConfigError("the file is empty (expected a mapping with models:, see README.md, Configuration)",
+                          file=str(p))
     return config_from_dict(data, source=str(p))

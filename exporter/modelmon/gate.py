@@ -38,7 +38,8 @@ needs ``selector`` labels that separate the two (the canary pods' own
 exporter, e.g. a ``track`` target label or ``instance``); the gate refuses to
 compare a model with itself.
 
-With no gate file the default gate is the seed's: evaluation accuracy >= 0.90
+With no gate file the default gate applies: evaluation accuracy >= 0.90
+(``thresholds.release_accuracy_min``)
 and, when Prometheus is given, the default serving thresholds (error ratio <=
 0.05, p95 latency <= 200 ms; with a baseline also error ratio at most +0.01 and
 p95 at most x1.25 the baseline's).
@@ -147,7 +148,7 @@ def live_metric(name: str) -> tuple[str, bool, str | None] | None:
 
 
 def default_gate(live: bool, baseline: bool) -> GateConfig:
-    """The seed's gate (accuracy >= 0.90) plus the default serving thresholds when live."""
+    """The default gate (evaluation accuracy >= 0.90) plus the default serving thresholds when live."""
     t = ThresholdsConfig()
     gate = GateConfig(evaluation=[CheckConfig(metric="accuracy", min=t.release_accuracy_min)])
     if live:

@@ -56,6 +56,23 @@ class Pipeline:
         #: Callbacks run on every accepted batch (structured logs, label join...).
         self.listeners: list[Callable[[EventBatch], None]] = []
 
+    def reconfigure(self, config: Config, profiles: dict[str, ReferenceProfile | None], keep: set[str]) -> None:
+        """Switch to ``config`` (a reload): the monitors of the models in ``keep``
+        (definition and reference unchanged) carry on with their counters and
+        windows; the others start afresh; models no longer configured go.  The
+        monitor map is replaced in one assignment, so a scrape sees either the
+        old set or the new one.  The accepted-events counters (exporter health)
+        carry on for every model still configured."""
+        monitors = {}
+        for m in config.models:
+            old = self.monitors.get(m.name)
+            monitors[m.name] = old if (old is not None and m.name in keep) else ModelMonitor(
+                m, config, profiles.get(m.name), clock=self.clock)
+        with self._lock:
+            self.monitors = monitors
+            self.config = config
+            self.accepted = {k: v for k, v in self.accepted.items() if k[0] in monitors}
+
     def submit(self, batch: EventBatch) -> None:
         """Accept a validated batch of one model's events."""
         mon = self.monitors.get(batch.model)

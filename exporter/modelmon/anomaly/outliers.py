@@ -31,6 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from ..drift.reference import FENCE_IQRS, safe_moments, sorted_quantiles
+
+#: Standardised values are capped here when scoring: an event this far out is an
+#: outlier whatever the covariance says, and squaring 1e300 would overflow.
+Z_CAP = 1e6
+
 #: Name of the reference profile section holding the outlier model.
 OUTLIER_SECTION = "outlier_model"
 
@@ -58,8 +64,11 @@ class OutlierModel:
         out = np.zeros(n)
         if self.numerical:
             num = num.reshape(len(self.numerical), n)
-            z = (num - self.mean[:, None]) / self.scale[:, None]
-            z[~np.isfinite(z)] = 0.0
+            with np.errstate(over="ignore", invalid="ignore"):
+                z = (num - self.mean[:, None]) / self.scale[:, None]
+            z[np.isnan(z)] = 0.0
+            # Far beyond any threshold already; the cap keeps the quadratic form finite.
+            np.clip(z, -Z_CAP, Z_CAP, out=z)
             out += np.einsum("in,in->n", z, self.precision @ z)
         if self.categorical and cat is not None:
             cat = np.asarray(cat).reshape(len(self.categorical), -1)
@@ -104,6 +113,19 @@ class OutlierModel:
         return model
 
 
+def winsorised(x: np.ndarray) -> np.ndarray:
+    """``x`` (NaN for missing) with finite values clipped to the IQR fences the
+    reference profile uses for its robust scale."""
+    finite = np.sort(x[np.isfinite(x)])
+    if len(finite) < 2:
+        return x
+    q1, q3 = sorted_quantiles(finite, np.array([0.25, 0.75]))
+    iqr = float(q3 - q1)
+    if not math.isfinite(iqr) or iqr <= 0:
+        return x
+    return np.clip(x, q1 - FENCE_IQRS * iqr, q3 + FENCE_IQRS * iqr)
+
+
 def category_penalties(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """``2 (log p_max - log p_c)`` per category slot, shares add-one-half smoothed."""
     c = np.asarray(counts, dtype=np.float64)
@@ -132,11 +154,19 @@ def fit_outlier_model(
     if names:
         x = np.vstack([np.asarray(numerical[n], dtype=np.float64) for n in names])
         x[~np.isfinite(x)] = math.nan
-        mean = np.array([float(np.nanmean(r)) if np.isfinite(r).any() else 0.0 for r in x])
-        sd = np.array([float(np.nanstd(r)) if np.isfinite(r).any() else 0.0 for r in x])
+        # Location, scale and correlation come from the reference winsorised at
+        # the profile's IQR fences, so one extreme value (1e300) neither
+        # overflows the moments nor swamps the correlation matrix.
+        w = np.vstack([winsorised(r) for r in x])
+        mean = np.zeros(len(names))
+        sd = np.zeros(len(names))
+        for i, r in enumerate(w):
+            finite = r[np.isfinite(r)]
+            if len(finite):
+                mean[i], sd[i] = safe_moments(finite)
         # A constant feature keeps a tiny scale: any other value is then far out.
         scale = np.where(sd > 0, sd, 1e-6 * np.maximum(1.0, np.abs(mean)))
-        z = (x - mean[:, None]) / scale[:, None]
+        z = (w - mean[:, None]) / scale[:, None]
         z[np.isnan(z)] = 0.0
         corr = (z @ z.T) / max(z.shape[1], 1)
         reg = (1.0 - shrinkage) * corr + shrinkage * np.eye(len(names))

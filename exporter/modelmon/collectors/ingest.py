@@ -7,6 +7,8 @@
     modelmon_proxy_extraction_failures_total{model="fraud"} 0
     modelmon_proxy_dropped_events_total{model="fraud"} 0
     modelmon_proxy_responses_total{model="fraud",code="2xx"} 120000
+    modelmon_proxy_rejected_requests_total{model="fraud",reason="framing"} 2
+    modelmon_proxy_open_connections{model="fraud"} 16
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class ProxyCollector:
             failures.add_metric([self.proxy.model], self.proxy.extraction_failures)
             dropped = CounterMetricFamily(
                 "modelmon_proxy_dropped_events",
-                "Proxied predictions not recorded because the proxy's event queue was full.", labels=["model"],
+                "Proxied requests not recorded because the proxy's queue was full.", labels=["model"],
             )
             dropped.add_metric([self.proxy.model], self.proxy.dropped)
             responses = CounterMetricFamily(
@@ -73,5 +75,17 @@ class ProxyCollector:
             )
             for code, n in sorted(dict(self.proxy.responses).items()):
                 responses.add_metric([self.proxy.model, code], n)
-            out += [failures, dropped, responses]
+            rejected = CounterMetricFamily(
+                "modelmon_proxy_rejected_requests",
+                "Requests and connections the proxy refused itself, by reason (framing: 400 for an ambiguous or "
+                "malformed request; connection_limit: 503 over proxy.max_connections; body_timeout: 408; "
+                "client_body: 400 for a body that broke off or was malformed mid-stream).",
+                labels=["model", "reason"],
+            )
+            for reason, n in sorted(dict(self.proxy.rejected).items()):
+                rejected.add_metric([self.proxy.model, reason], n)
+            conns = GaugeMetricFamily("modelmon_proxy_open_connections",
+                                      "Client connections open on the proxy listener now.", labels=["model"])
+            conns.add_metric([self.proxy.model], self.proxy.open_connections)
+            out += [failures, dropped, responses, rejected, conns]
         yield from out

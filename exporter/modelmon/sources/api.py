@@ -126,6 +126,12 @@ class IngestAPI:
         #: Feature values dropped because the feature is not configured, per model.
         self.unknown_features: dict[str, int] = {m.name: 0 for m in cfg.models}
 
+    def reconfigure(self, cfg: Config) -> None:
+        """A config reload: validate against the new models (the ingest section itself is unchanged)."""
+        self.validator = EventValidator(cfg.models, unknown_feature=self.ing.unknown_feature, clock=self.clock)
+        self.unknown_features = {m.name: self.unknown_features.get(m.name, 0) for m in cfg.models}
+        self.cfg = cfg
+
     # ------------------------------------------------------------ source contract
     def routes(self) -> list[Route]:
         return [Route("POST", EVENTS_PATH, self.post_events), Route("POST", LABELS_PATH, self.post_labels)]

@@ -3,7 +3,7 @@
 The demo is a binary classifier ("will this customer churn") with four
 numerical and two categorical features.  Its reference dataset is generated
 from the ``normal`` distributions with the run's seed, so drift scores mean
-something.  Scenarios (the original brief's ``MonitoringMetrics``, made real):
+something.  Scenarios (each pushes one group of metrics across its default threshold):
 
 ============== ============================================================
 normal          latency ~ N(100 ms, 20 ms), 1000 req/s, 1 % errors,
