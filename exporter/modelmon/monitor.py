@@ -22,14 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
 from .drift.multivariate import MultivariateResult
-from .drift.reference import BinSet, ReferenceProfile, to_float_array
+from .drift.reference import BinSet, NumericalProfile, ReferenceProfile, to_float_array
 from .estimation.cbpe import CBPEResult
 from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
@@ -93,7 +93,7 @@ class ModelMonitor:
         self.num_profiles = [profile.features[n] for n in self.num_names] if profile else []
         self.cat_profiles = [profile.features[n] for n in self.cat_names] if profile else []
         num_slots = max((p.slots for p in self.num_profiles), default=1)
-        self._binner = BinSet(self.num_profiles)
+        self._binner = BinSet(cast("list[NumericalProfile]", self.num_profiles))  # the layout's numerical features
         cat_slots = max((p.slots for p in self.cat_profiles), default=1)
         #: Cumulative (fleet-mergeable) counts per reference bin / category.
         self.num_bin_totals = np.zeros((len(self.num_names), num_slots), dtype=np.int64)
