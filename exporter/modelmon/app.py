@@ -25,6 +25,7 @@ from .profile_sections import fit_explain_sections, importance_profile, outlier_
 from .reload import ReloadPlan, plan
 from .sources import Source, SourceContext, SourceSpec
 from .sources import api as api_source
+from .sources import cloudevents as cloudevents_source
 from .sources.proxy import ProxySource, proxy_model, validate_proxy_config
 from .sources.simulator import Simulator, reference_profile
 from .web import ExporterApp, ExporterServer, Route, ServerLimits, json_error, json_response
@@ -40,6 +41,8 @@ SOURCES: tuple[SourceSpec, ...] = (
                lambda ctx: Simulator(ctx.cfg.simulator, ctx.pipeline.submit, clock=ctx.pipeline.clock)),
     SourceSpec("api", lambda c: c.ingest.enabled,
                lambda ctx: api_source.build(ctx.cfg, ctx.pipeline, ctx.label_join, ctx.ready)),
+    SourceSpec("cloudevents", lambda c: c.ingest.enabled,
+               lambda ctx: cloudevents_source.build(ctx.cfg, ctx.pipeline, ctx.ready)),
     SourceSpec("proxy", lambda c: bool(c.proxy.listen_address or c.proxy.upstream),
                lambda ctx: ProxySource(ctx.cfg, ctx.pipeline), check_config=validate_proxy_config),
 )

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import __version__
 from .app import Exporter
 from .collectors.groups import GROUPS
-from .config import Config, ConfigError, load_config, parse_duration
+from .config import PROTOCOLS, Config, ConfigError, load_config, parse_duration
 from .log import LEVELS, setup_logging
 from .preflight import load_profiles, prepare
 from .sources.simulator import SCENARIOS, default_config, demo_model_config
@@ -73,6 +73,8 @@ def serve_config(args: argparse.Namespace) -> Config:
     if args.proxy_listen_address is not None or args.proxy_upstream is not None:
         cfg.proxy.listen_address = args.proxy_listen_address or cfg.proxy.listen_address
         cfg.proxy.upstream = args.proxy_upstream or cfg.proxy.upstream
+    if args.proxy_protocol:
+        cfg.proxy.protocol = args.proxy_protocol
     for group, enabled in (args.collectors or {}).items():
         setattr(cfg.collectors, group, enabled)
     if args.web_config_file:
@@ -186,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also run the reverse proxy here (overrides proxy.listen_address)")
     serve.add_argument("--proxy.upstream", dest="proxy_upstream", metavar="URL",
                        help="the model server the proxy forwards to (overrides proxy.upstream)")
+    serve.add_argument("--proxy.protocol", dest="proxy_protocol", choices=PROTOCOLS,
+                       help="how the proxy reads bodies: json (proxy.features paths, the default), kserve-v1, "
+                            "oip-v2 (Open Inference Protocol: Triton, MLServer, Seldon, KServe v2) "
+                            "(overrides proxy.protocol)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS)
     for group in GROUPS:
         serve.add_argument(f"--collector.{group.name}", dest="collectors", action=_CollectorFlag, nargs=0,

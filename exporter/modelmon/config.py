@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from .drift import registry
+from .protocols import Mapping
+from .protocols.oip_v2 import parse_selector
 
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
@@ -33,6 +35,10 @@ TASKS = ("classification", "regression")
 #: numerical feature), so a typo such as 100000000000000 must fail here
 #: rather than as a 700 TiB allocation.
 MAX_WINDOW_EVENTS = 10_000_000
+#: Body formats the proxy understands (``--proxy.protocol``).
+PROTOCOLS = ("json", "kserve-v1", "oip-v2")
+#: A ``columns`` entry that skips a position.
+SKIP_COLUMN = "-"
 
 
 class ConfigError(ValueError):
@@ -302,7 +308,7 @@ class ModelConfig:
     #: Bounded set of versions exported as label values (empty = any, capped by max_versions).
     max_versions: int = field(default=10, metadata=_check(_positive, "must be > 0"))
     #: Bounded error reasons; others are counted as ``other``.
-    error_reasons: list[str] = field(default_factory=lambda: ["error", "timeout", "upstream"])
+    error_reasons: list[str] = field(default_factory=lambda: ["error", "timeout", "upstream", "invalid_request"])
     features: list[FeatureConfig] = field(default_factory=list)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
@@ -417,6 +423,46 @@ class ProxyConfig:
     max_parse_bytes: int = field(default=1024 * 1024, metadata=_check(_positive, "must be > 0"))
     #: Events waiting for the pipeline; when full, events are dropped and counted (requests still pass).
     queue_max_events: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
+    #: How bodies are read: ``json`` (the dotted paths above), ``kserve-v1`` or
+    #: ``oip-v2`` (Open Inference Protocol; ``features``, ``prediction`` and
+    #: ``score`` are then tensor selectors such as ``input0[:, 3]``).
+    protocol: str = field(default="json", metadata=_choices(*PROTOCOLS))
+    #: kserve-v1 list rows / the columns of an OIP input tensor, in order
+    #: (``-`` skips a column); empty = the model's features in config order.
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CloudEventsServiceConfig:
+    """One InferenceService whose KServe payload logger posts to ``/api/v1/cloudevents``."""
+
+    #: ``Ce-Inferenceservicename`` of its events.
+    inference_service: str = ""
+    #: ``Ce-Namespace`` (empty: any namespace).
+    namespace: str = ""
+    #: The configured model its events feed; empty = the model named like the service.
+    model: str = ""
+    #: ``Ce-Endpoint`` (``default``, ``canary``) -> the version recorded.
+    endpoints: dict[str, str] = field(default_factory=dict)
+    #: As ``proxy.columns`` / ``proxy.features`` / ``proxy.prediction`` / ``proxy.score`` with a protocol.
+    columns: list[str] = field(default_factory=list)
+    features: dict[str, str] = field(default_factory=dict)
+    prediction: str = ""
+    score: str = ""
+
+
+@dataclass
+class CloudEventsConfig:
+    """The KServe payload-logger sink (``POST /api/v1/cloudevents``), on with the ingestion API.
+
+    An InferenceService named like a configured model needs no entry in ``services``.
+    """
+
+    #: How long a request waits for its response (and the reverse) before it is used alone.
+    join_horizon_seconds: float = field(default=60.0, metadata=_check(_positive, "must be > 0"))
+    max_pending: int = field(default=10_000, metadata=_check(_positive, "must be > 0"))
+    max_pending_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    services: list[CloudEventsServiceConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -506,6 +552,7 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    cloudevents: CloudEventsConfig = field(default_factory=CloudEventsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     collectors: CollectorsConfig = field(default_factory=CollectorsConfig)
@@ -669,7 +716,69 @@ def _validate(cfg: Config) -> None:
         wnames.add(w.name)
     if not cfg.windows:
         raise ConfigError("at least one window is required", field_path="windows")
+    _validate_cloudevents(cfg)
 
+
+def validate_protocol_mapping(model: ModelConfig, protocol: str, columns: list[str], features: dict[str, str],
+                              prediction: str, score: str, path: str) -> None:
+    """Checks of a protocol's mapping (``path`` is the section, e.g. ``proxy``); json paths are the proxy's own."""
+    if protocol == "json":
+        if columns:
+            raise ConfigError("only with protocol kserve-v1 or oip-v2", field_path=f"{path}.columns")
+        return
+    names = {f.name for f in model.features}
+    for i, c in enumerate(columns):
+        if c != SKIP_COLUMN and c not in names:
+            raise ConfigError(f"not a feature of model {model.name!r} (use {SKIP_COLUMN!r} to skip a column)",
+                              field_path=f"{path}.columns[{i}]")
+    if protocol == "kserve-v1":
+        for key, value in (("features", features), ("prediction", prediction), ("score", score)):
+            if value:
+                raise ConfigError("kserve-v1 reads rows by columns or by feature name, and predictions as they come",
+                                  field_path=f"{path}.{key}")
+        return
+    for name, sel in list(features.items()) + [("prediction", prediction), ("score", score)]:
+        where = f"{path}.features.{name}" if name in features else f"{path}.{name}"
+        if name in features and name not in names:
+            raise ConfigError(f"not a feature of model {model.name!r}", field_path=where)
+        if sel:
+            try:
+                parse_selector(str(sel))
+            except ValueError as exc:
+                raise ConfigError(str(exc), field_path=where) from None
+
+
+def protocol_mapping(model: ModelConfig, columns: list[str], features: dict[str, str], prediction: str,
+                     score: str) -> Mapping:
+    """A protocol module's view of a model and its (validated) columns and selectors."""
+    return Mapping(
+        model=model.name, feature_types={f.name: f.type for f in model.features},
+        classification=model.task == "classification", positive_class=model.positive_class,
+        columns=tuple(columns), features=dict(features), prediction=prediction, score=score,
+    )
+
+
+def cloudevents_model(cfg: Config, service: CloudEventsServiceConfig) -> ModelConfig | None:
+    return cfg.model(service.model or service.inference_service)
+
+
+def _validate_cloudevents(cfg: Config) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, svc in enumerate(cfg.cloudevents.services):
+        path = f"cloudevents.services[{i}]"
+        if not svc.inference_service:
+            raise ConfigError("required: the InferenceService name (Ce-Inferenceservicename)",
+                              field_path=f"{path}.inference_service")
+        key = (svc.inference_service, svc.namespace)
+        if key in seen:
+            raise ConfigError(f"duplicate inference_service {svc.inference_service!r}", field_path=f"{path}.inference_service")
+        seen.add(key)
+        model = cloudevents_model(cfg, svc)
+        if model is None:
+            which = svc.model or svc.inference_service
+            raise ConfigError(f"unknown model {which!r} (not in models)",
+                              field_path=f"{path}.model" if svc.model else f"{path}.inference_service")
+        validate_protocol_mapping(model, "oip-v2", svc.columns, svc.features, svc.prediction, svc.score, path)
 
 def build_dataclass(cls: Any, data: Any, path: str = "") -> Any:
     """One config dataclass from parsed YAML, with the same errors as the config file's

@@ -37,7 +37,7 @@ REJECT_REASONS = (
     "unknown_id",  # a label for an event the join buffer does not hold
 )
 #: Every value of the ``source`` label.
-SOURCES = ("simulator", "api", "proxy", "client")
+SOURCES = ("simulator", "api", "proxy", "client", "cloudevents")
 
 
 class Pipeline:

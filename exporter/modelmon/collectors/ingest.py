@@ -9,6 +9,7 @@
     modelmon_proxy_responses_total{model="fraud",code="2xx"} 120000
     modelmon_proxy_rejected_requests_total{model="fraud",reason="framing"} 2
     modelmon_proxy_open_connections{model="fraud"} 16
+    modelmon_proxy_protocol_failures_total{model="fraud",protocol="oip-v2",reason="binary_unsupported"} 0
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..protocols import REASONS
 
 
 class IngestCollector:
@@ -87,5 +90,16 @@ class ProxyCollector:
             conns = GaugeMetricFamily("modelmon_proxy_open_connections",
                                       "Client connections open on the proxy listener now.", labels=["model"])
             conns.add_metric([self.proxy.model], self.proxy.open_connections)
-            out += [failures, dropped, responses, rejected, conns]
+            protocol = CounterMetricFamily(
+                "modelmon_proxy_protocol_failures",
+                "Proxied payloads the configured protocol (proxy.protocol) could not read, by reason; "
+                "the request was still served and recorded.",
+                labels=["model", "protocol", "reason"],
+            )
+            failures_by_reason = self.proxy.protocol_failures
+            if failures_by_reason is not None:
+                for reason in REASONS:
+                    protocol.add_metric([self.proxy.model, self.proxy.cfg.protocol, reason],
+                                        failures_by_reason.get(reason, 0))
+            out += [failures, dropped, responses, rejected, conns, protocol]
         yield from out

@@ -17,8 +17,8 @@ bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for a
 or an unsupported ``Content-Encoding``, 429 when
 ``ingest.max_concurrent_requests`` bodies are already waiting for or in
 processing (one worker takes them in turn; a body is read in full, under
-the server's whole-body deadline, before it takes a slot), 503 while the exporter starts or stops.  Every refusal is
-counted in ``modelmon_events_rejected_total{source,reason}``: per item for
+the server's whole-body deadline, before it takes a slot), 503 while the
+exporter starts or stops.  Every refusal is counted in ``modelmon_events_rejected_total{source,reason}``: per item for
 item problems, once per request for request-level ones.
 
 Decoding and validation are the shared ingest schema (:mod:`modelmon.ingest`):
@@ -28,39 +28,31 @@ typed pass, numerical features as float arrays.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
 from ..collectors.ingest import IngestCollector
-from ..config import Config, ConfigError
+from ..config import Config
 from ..ingest import (
     BodyError,
-    BodyLimits,
-    BodyTooLarge,
     DecodedBody,
     EventValidator,
     ItemError,
     Malformed,
     Rejection,
-    UnsupportedEncoding,
     canonical_class,
-    decode_items,
     label_string,
     regression_value,
 )
 from ..labels import LabelJoin
 from ..pipeline import Pipeline
-from ..web import BodyTooLarge as BodyOverLimit
-from ..web import Route, json_error, json_response, read_body
+from ..web import Route, json_error, json_response
+from .guard import Handler, IngestGuard, read_token
 
 log = logging.getLogger(__name__)
 
@@ -78,28 +70,6 @@ MAX_LISTED = 1000
 # --------------------------------------------------------------------------- the API
 
 
-def read_token(cfg: Config) -> str | None:
-    """The bearer token from ``ingest.token_env`` / ``ingest.token_file`` (never logged)."""
-    ing = cfg.ingest
-    if ing.token_env:
-        tok = os.environ.get(ing.token_env, "")
-        if not tok.strip():
-            raise ConfigError(f"environment variable {ing.token_env} is not set or empty",
-                              file=cfg.source or None, field_path="ingest.token_env")
-        return tok.strip()
-    if ing.token_file:
-        path = cfg.resolve_path(ing.token_file)
-        try:
-            tok = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", file=cfg.source or None,
-                              field_path="ingest.token_file") from None
-        if not tok:
-            raise ConfigError(f"{path} is empty", file=cfg.source or None, field_path="ingest.token_file")
-        return tok
-    return None
-
-
 class IngestAPI:
     """The two ingestion endpoints (the ``api`` source); stateless apart from counters and the join buffer."""
 
@@ -111,17 +81,10 @@ class IngestAPI:
         self.cfg = cfg
         self.ing = cfg.ingest
         self.join = join
-        self._token = token.encode() if token else None
         self.ready = ready
         self.clock = clock
-        self.limits = BodyLimits(max_bytes=self.ing.max_body_bytes)
+        self.guard = IngestGuard(pipeline, cfg, token, ready, MEDIA_TYPES)
         self.validator = EventValidator(cfg.models, unknown_feature=self.ing.unknown_feature, clock=clock)
-        #: Bodies being decoded and validated now (touched on the event loop only).
-        self.busy = 0
-        # One worker: decoding and validation hold the GIL throughout, so two bodies worked on at once only
-        # take turns (and evict each other's data from the CPU caches: ~30 % more CPU per body measured).
-        # Up to ``max_concurrent_requests`` bodies wait their turn here; more are refused with 429.
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="modelmon-ingest")
         self._lock = threading.Lock()
         #: Feature values dropped because the feature is not configured, per model.
         self.unknown_features: dict[str, int] = {m.name: 0 for m in cfg.models}
@@ -143,65 +106,25 @@ class IngestAPI:
         pass
 
     def stop(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.guard.close()
+
+    @property
+    def busy(self) -> int:
+        """Bodies being decoded and validated now."""
+        return self.guard.busy
+
+    @busy.setter
+    def busy(self, n: int) -> None:
+        self.guard.busy = n
 
     # ------------------------------------------------------------ plumbing
     @staticmethod
     def _source(req: web.BaseRequest) -> str:
         return "client" if (req.headers.get(SOURCE_HEADER) or "").strip().lower() == "client" else "api"
 
-    async def _guarded(self, req: web.BaseRequest, handle: Callable[[DecodedBody, str], web.Response]) -> web.StreamResponse:
-        """Auth, media type, the body (whole-body deadline), load shedding, decoding; then
-        ``handle(body, source)`` in a worker thread."""
-        source = self._source(req)
-        if self._token is not None:
-            given = req.headers.get("Authorization") or ""
-            scheme, _, cred = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(cred.strip().encode("utf-8", "surrogatepass"), self._token):
-                self.pipeline.reject(source, "unauthorized")
-                return json_error(401, "missing or invalid bearer token",
-                                  headers={"WWW-Authenticate": 'Bearer realm="modelmon"', "Connection": "close"})
-        if not self.ready():
-            self.pipeline.reject(source, "overloaded")
-            return json_error(503, "exporter is starting or stopping", headers={"Retry-After": "1", "Connection": "close"})
-        media = (req.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-        if media not in MEDIA_TYPES:
-            self.pipeline.reject(source, "unsupported_media_type")
-            shown = media[:64] or "none"
-            return json_error(415, f"Content-Type {shown!r} not accepted: send application/json or application/x-ndjson",
-                              headers={"Connection": "close"})
-        limit = self.ing.max_body_bytes
-        try:
-            raw = await read_body(req, limit)
-        except BodyOverLimit:
-            self.pipeline.reject(source, "body_too_large")
-            return json_error(413, f"body larger than ingest.max_body_bytes ({limit} bytes)", headers={"Connection": "close"})
-        if self.busy >= self.ing.max_concurrent_requests:
-            self.pipeline.reject(source, "overloaded")
-            return json_error(429, f"too many ingestion requests at once (max {self.ing.max_concurrent_requests})",
-                              headers={"Retry-After": "1"})
-        self.busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._decode_and_handle, raw, req.headers.get("Content-Encoding"), source, handle)
-        finally:
-            self.busy -= 1
-
-    def _decode_and_handle(self, raw: bytes, encoding: str | None, source: str,
-                           handle: Callable[[DecodedBody, str], web.Response]) -> web.Response:
-        limit = self.ing.max_body_bytes
-        try:
-            body = decode_items(raw, encoding, self.limits)
-        except BodyTooLarge:
-            self.pipeline.reject(source, "body_too_large")
-            return json_error(413, f"decoded body larger than ingest.max_body_bytes ({limit} bytes)")
-        except UnsupportedEncoding as exc:
-            self.pipeline.reject(source, "malformed")
-            return json_error(415, str(exc))
-        except BodyError as exc:
-            self.pipeline.reject(source, "malformed")
-            return json_error(400, str(exc))
-        return handle(body, source)
+    async def _guarded(self, req: web.BaseRequest, handle: Handler) -> web.StreamResponse:
+        """Token, media type, body, load shedding, decoding (:mod:`.guard`); then ``handle(body, source)``."""
+        return await self.guard(req, self._source(req), handle)
 
     def _count_rejections(self, source: str, rejected: list[Rejection]) -> None:
         counts: dict[str, int] = {}

@@ -13,7 +13,8 @@ One module per job:
   hop-by-hop headers, deadlines, the connection cap, 502/504);
 * :mod:`.extract` - an :class:`~.extract.Exchange` -> event items (the
   pluggable :class:`~.extract.Extractor`; :class:`~.extract.DottedPathExtractor`
-  by default);
+  by default; :class:`~.protocol.ProtocolExtractor` for ``proxy.protocol``
+  kserve-v1 / oip-v2);
 * :mod:`.recorder` - the bounded queue and the thread that validates items
   into batches for the pipeline, off the request path;
 * :mod:`.paths`, :mod:`.settings` - dotted paths and the config checks.

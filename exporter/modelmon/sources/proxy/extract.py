@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ...config import ModelConfig, ProxyConfig
 from ...ingest import MAX_LABEL_LENGTH, is_label_safe
 from ...ingest import loads as json_loads
+from ...protocols import decompress
 from .paths import JsonPath, PathError
 
 #: Longest version string taken from a response header.
@@ -85,6 +86,22 @@ def loads(data: bytes) -> Any:
         raise ExtractionError(f"invalid JSON: {exc}") from None
 
 
+def decoded_bodies(ex: Exchange, limit: int) -> tuple[bytes | None, bytes | None]:
+    """The captured bodies with their ``Content-Encoding`` (gzip, deflate) undone: the proxy
+    forwards bodies as they came, so what it captured may be compressed (MLServer gzips
+    large answers).  Raises :class:`ExtractionError` for one that cannot be decoded within ``limit``."""
+    out: list[bytes | None] = []
+    for body, headers in ((ex.request_body, ex.request_headers), (ex.response_body, ex.response_headers)):
+        if body is not None:
+            decoded = decompress(body, headers.get("Content-Encoding"), limit)
+            if decoded is None:
+                raise ExtractionError(f"body with Content-Encoding {headers.get('Content-Encoding')!r} "
+                                      f"not decodable within {limit} bytes")
+            body = decoded
+        out.append(body)
+    return out[0], out[1]
+
+
 class DottedPathExtractor:
     """Features, id, prediction and score at configured dotted paths."""
 
@@ -102,6 +119,7 @@ class DottedPathExtractor:
         self.classification = model.task == "classification"
         self.capture_request = bool(self.features or self.id_path)
         self.capture_response = bool(self.prediction or self.score or self.attributions)
+        self.limit = cfg.max_parse_bytes
 
     def serving_event(self, ex: Exchange) -> dict[str, Any]:
         base: dict[str, Any] = {"model": self.model, "timestamp": ex.timestamp, "latency_seconds": ex.latency}
@@ -126,7 +144,8 @@ class DottedPathExtractor:
         base = self.serving_event(ex)
         if not (self.capture_request or self.capture_response):
             return [base]
-        columns = self._columns(ex.request_body, None if ex.error else ex.response_body)
+        req_body, resp_body = decoded_bodies(ex, self.limit)
+        columns = self._columns(req_body, None if ex.error else resp_body)
         n = max((len(v) for v in columns.values() if isinstance(v, list)), default=1)
         if n == 0:
             return [base]

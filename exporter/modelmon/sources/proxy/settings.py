@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...config import Config, ConfigError, ModelConfig, listen_address
+from ...config import Config, ConfigError, ModelConfig, listen_address, validate_protocol_mapping
 from .paths import JsonPath, PathError
 
 
@@ -42,6 +42,12 @@ def validate_proxy_config(cfg: Config) -> None:
     model = proxy_model(cfg)
     if model is None:
         raise ConfigError("required when several models are configured", field_path="proxy.model")
+    validate_protocol_mapping(model, p.protocol, p.columns, p.features, p.prediction, p.score, "proxy")
+    if p.protocol != "json":  # features, prediction and score are tensor selectors, checked above
+        for key in ("id", "attributions"):
+            if getattr(p, key):
+                raise ConfigError("only with protocol json (dotted paths)", field_path=f"proxy.{key}")
+        return
     known = {f.name for f in model.features} | ({model.fairness.attribute} if model.fairness.attribute else set())
     for name, path in p.features.items():
         if name not in known:

@@ -12,6 +12,7 @@ from ...collectors.ingest import ProxyCollector
 from ...config import Config, ConfigError, listen_address
 from ...pipeline import Pipeline
 from .extract import DottedPathExtractor, Extractor
+from .protocol import ProtocolExtractor
 from .recorder import Recorder
 from .settings import proxy_model, validate_proxy_config
 from .transport import ProxyTransport, TransportSettings
@@ -60,7 +61,10 @@ class ProxySource:
         model = proxy_model(cfg)
         assert model is not None
         self.model = model.name
-        self.extractor: Extractor = extractor or DottedPathExtractor(model, self.cfg)
+        if extractor is None:
+            extractor = DottedPathExtractor(model, self.cfg) if self.cfg.protocol == "json" else \
+                ProtocolExtractor(model, self.cfg)
+        self.extractor: Extractor = extractor
         self.recorder = Recorder(model, self.extractor, pipeline.submit, self.cfg.queue_max_events)
         raise_fd_limit(self.cfg.max_connections + self.cfg.upstream_connections + 256)
         self.sock = bind(self.cfg.listen_address)
@@ -77,6 +81,11 @@ class ProxySource:
     @property
     def extraction_failures(self) -> int:
         return self.recorder.extraction_failures
+
+    @property
+    def protocol_failures(self) -> dict[str, int] | None:
+        """Payloads ``proxy.protocol`` could not read, by reason (``None`` with dotted paths)."""
+        return self.extractor.failures if isinstance(self.extractor, ProtocolExtractor) else None
 
     @property
     def dropped(self) -> int:

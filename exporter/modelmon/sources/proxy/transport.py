@@ -147,6 +147,7 @@ class ProxyTransport:
             logger=_QuietLogger(log), access_log_class=_access_logger_for(self), access_log=log,
             handler_cancellation=True,
             lingering_time=0,  # a refused request's unread body is not waited for: close at once
+            auto_decompress=False,  # a gzip request body goes upstream as it came, with its Content-Encoding
         )
         self._server = await asyncio.get_running_loop().create_server(self._protocol, sock=self.sock, backlog=1024)
 
@@ -185,7 +186,7 @@ class ProxyTransport:
         cap: list[bytes] | None = None
         state = _BodyState()
         if request.body_exists:
-            want = s.capture_request and _is_json(headers)
+            want = s.capture_request and _capturable(headers)
             length = request.content_length
             if length is not None and length <= (s.max_capture if want else SMALL_BODY):
                 try:
@@ -226,7 +227,7 @@ class ProxyTransport:
         status = resp.status
         rh = _response_headers(resp.headers)
         length = resp.content_length
-        want = s.capture_response and _is_json(resp.headers)
+        want = s.capture_response and _capturable(resp.headers)
         error = "error" if status >= 500 else None
         captured: bytes | None = None
         out: web.StreamResponse
@@ -360,8 +361,9 @@ def _response_headers(headers: Any) -> CIMultiDict[str]:
     return _forward_headers(headers)
 
 
-def _is_json(headers: Any) -> bool:
-    return "json" in headers.get("Content-Type", "").lower()
+def _capturable(headers: Any) -> bool:
+    """A JSON body, or one of Triton's binary-extension bodies (a JSON head and raw tensors)."""
+    return "json" in headers.get("Content-Type", "").lower() or "Inference-Header-Content-Length" in headers
 
 
 class _CountingServer(web.Server):
