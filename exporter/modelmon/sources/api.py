@@ -18,8 +18,9 @@ or an unsupported ``Content-Encoding``, 429 when
 ``ingest.max_concurrent_requests`` bodies are already waiting for or in
 processing (one worker takes them in turn; a body is read in full, under
 the server's whole-body deadline, before it takes a slot), 503 while the
-exporter starts or stops.  Every refusal is counted in ``modelmon_events_rejected_total{source,reason}``: per item for
-item problems, once per request for request-level ones.
+exporter starts or stops.  Every refusal is counted in
+``modelmon_events_rejected_total{source,reason}``: per item for item
+problems, once per request for request-level ones.
 
 Decoding and validation are the shared ingest schema (:mod:`modelmon.ingest`):
 events become :class:`~modelmon.events.EventBatch` columns decoded in one
