@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
+from modelmon.sources.simulator import demo_model_config
 from servers import REPO, WebhookReceiver, free_port, wait_until
 from test_alerting_alertmanager import test_config_for_tests as alertmanager_test_config
 
@@ -63,6 +64,10 @@ SCENARIOS: dict[str, tuple[str, float, float | None]] = {
 }
 #: Two replicas of one model: one sees normal traffic, the other drifted.
 FLEET = [("normal", 600.0), ("data-drift", 400.0)]
+
+#: Every column the simulated model's drift engine watches: its six features
+#: and, since the simulator sends attributions, each feature's attribution.
+FLEET_DRIFT_FEATURES = {f.name for f in demo_model_config("fleet").monitored_features()}
 
 
 def bundle_rules_test_copy(dest: Path) -> list[Path]:
@@ -105,7 +110,7 @@ def simulator_started_at(log_path: Path) -> float:
             except ValueError:
                 continue
             if rec.get("msg") == "simulator started":
-                return dt.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc).timestamp()
+                return dt.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
         return None
 
     return wait_until(find, 10, what=f"'simulator started' in {log_path}")
@@ -167,7 +172,7 @@ def check_fleet_psi(prom: Any) -> dict[str, tuple[float, float, float, float]]:
     from modelmon.drift.methods.psi import psi as exporter_psi
 
     recorded = prom.api("query", query='model_feature:modelmon_fleet_psi:rate5m{model="fleet"}[10s]')["result"]
-    assert len(recorded) == 6, recorded
+    assert {r["metric"]["feature"] for r in recorded} == FLEET_DRIFT_FEATURES, recorded
     ts = min(float(r["values"][-1][0]) for r in recorded)
     fleet = {r["metric"]["feature"]: float([v for v in r["values"] if float(v[0]) <= ts][-1][1]) for r in recorded}
     counters = prom.api("query", query='modelmon_feature_bin_values_total{model="fleet"}[5m]', time=ts)["result"]

@@ -61,3 +61,10 @@ def test_average_ranks_equal_scipy_rankdata() -> None:
     rng = np.random.default_rng(1)
     for x in (rng.integers(0, 4, 500).astype(float), rng.normal(size=301), np.array([3.0]), np.full(5, 2.0)):
         assert np.array_equal(average_ranks(x), rankdata(x))
+
+
+def test_config_validation_catalog_is_the_registry() -> None:
+    """Config validation reads the light method table, the engine the registry: they must agree."""
+    from modelmon.drift.catalog import METHOD_FEATURE_TYPES
+
+    assert METHOD_FEATURE_TYPES == {name: registry.get(name).feature_types for name in registry.names()}

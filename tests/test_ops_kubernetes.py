@@ -150,7 +150,7 @@ def test_base_deployment_service_and_servicemonitor_fit_together() -> None:
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
     # modelmon accepts the container's args, and its config from the ConfigMap at the path the args name.
     args = build_parser().parse_args(c["args"])
-    assert args.func.__name__ == "cmd_serve"
+    assert args.func == "modelmon.serve_cli:cmd_serve"
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     cfg_dir = Path(args.config).parent

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from conftest import ServerFactory
 from modelmon.sources.simulator import demo_model_config
 from servers import REPO, free_port, wait_until
@@ -59,6 +60,10 @@ PSI_TOLERANCE = (0.05, 0.002)
 REPLICAS = [("fleet", "normal", 600.0), ("fleet", "data-drift", 400.0),
             ("quiet", "data-drift", 40.0), ("quiet", "data-drift", 40.0)]
 QUIET_MIN_SAMPLES = 10_000  # 40 values/s per replica: not reached within the test
+
+#: Every column the simulated model's drift engine watches: its six features
+#: and, since the simulator sends attributions, each feature's attribution.
+FLEET_DRIFT_FEATURES = {f.name for f in demo_model_config("fleet").monitored_features()}
 
 
 @pytest.fixture
@@ -169,7 +174,7 @@ def test_victoriametrics_fleet_psi_and_fleet_only_drift(vm_servers: Any, tmp_pat
     # ---- fleet PSI: vmalert's recording vs numpy and vs Prometheus
     wait_until(lambda: time.time() - t_start > 20, 30, what="20 s of traffic")
     recorded = vm.query('model_feature:modelmon_fleet_psi:rate5m{model="fleet"}[10s]')
-    assert len(recorded) == 6, recorded
+    assert {r["metric"]["feature"] for r in recorded} == FLEET_DRIFT_FEATURES, recorded
     ts = min(float(r["values"][-1][0]) for r in recorded)
     vm_psi = {r["metric"]["feature"]: float([v for v in r["values"] if float(v[0]) <= ts][-1][1]) for r in recorded}
     counters = vm.query('modelmon_feature_bin_values_total{model="fleet"}[5m]', time=ts)

@@ -70,7 +70,7 @@ def load_profile(cfg: Config, index: int, model: ModelConfig) -> ReferenceProfil
     path = cfg.resolve_path(model.reference.path)
     field_path = f"models[{index}].reference.path"
     try:
-        if path.suffix == ".json":
+        if path.suffix.lower() == ".json":  # the same rule as modelmon drift --reference
             prof = ReferenceProfile.load(path)
             missing = [f.name for f in model.monitored_features() if f.name not in prof.features]
             if missing:

@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
-from .drift import registry
+from .drift.catalog import METHOD_FEATURE_TYPES, METHOD_NAMES
+from .labelsafe import label_problem
 from .protocols import Mapping
-from .protocols.oip_v2 import parse_selector
+from .protocols.selectors import parse_selector
 
 FEATURE_TYPES = ("numerical", "categorical")
 TASKS = ("classification", "regression")
@@ -348,6 +349,11 @@ class ModelConfig:
         return {f.name: self.attributions.column_prefix + f.name for f in self.features}
 
 
+#: Highest simulated request rate: each 0.1 s step generates ``rate / 10`` events in memory.
+MAX_SIMULATED_RATE = 1_000_000.0
+RATE_RANGE = f"must be > 0 and at most {MAX_SIMULATED_RATE:.0f} (requests per second)"
+
+
 @dataclass
 class SimulatorConfig:
     """The built-in simulated model (the default source)."""
@@ -355,7 +361,7 @@ class SimulatorConfig:
     enabled: bool = False
     scenario: str = "normal"
     #: Simulated requests per second (what Prometheus's rate() should show).
-    rate: float = field(default=1000.0, metadata=_check(_positive, "must be > 0"))
+    rate: float = field(default=1000.0, metadata=_check(lambda x: 0 < x <= MAX_SIMULATED_RATE, RATE_RANGE))
     anomaly_after_seconds: float = field(default=180.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
     #: 0 = the anomaly never ends.
     anomaly_duration_seconds: float = field(default=0.0, metadata=_check(lambda x: x >= 0, "must be >= 0"))
@@ -674,6 +680,22 @@ def _build(cls: Any, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_label_values(m: ModelConfig, i: int) -> None:
+    """Config strings that become label values obey the ingest rule (valid UTF-8, bounded length)."""
+    fp = f"models[{i}]"
+    values: list[tuple[str, str]] = [(f"{fp}.name", m.name), (f"{fp}.version", m.version),
+                                     (f"{fp}.positive_class", m.positive_class)]
+    values += [(f"{fp}.error_reasons[{k}]", v) for k, v in enumerate(m.error_reasons)]
+    values += [(f"{fp}.fairness.groups[{k}]", v) for k, v in enumerate(m.fairness.groups)]
+    for j, f in enumerate(m.features):
+        values.append((f"{fp}.features[{j}].name", f.name))
+        values += [(f"{fp}.features[{j}].categories[{k}]", v) for k, v in enumerate(f.categories)]
+    for where, value in values:
+        problem = label_problem(str(value))
+        if problem is not None:
+            raise ConfigError(f"{problem} (this becomes a Prometheus label value)", field_path=where)
+
+
 def _validate(cfg: Config) -> None:
     """Cross-field checks the schema cannot express (a source's own section is checked by
     that source: see ``modelmon.app.check_sources``)."""
@@ -693,14 +715,15 @@ def _validate(cfg: Config) -> None:
             if len(set(f.categories)) != len(f.categories):
                 raise ConfigError("categories must be unique", field_path=f"{fp}.categories")
             for k, method in enumerate(f.methods):
-                _check_method(method, f.type, f"{fp}.methods[{k}]", registry)
+                _check_method(method, f.type, f"{fp}.methods[{k}]")
         for k, method in enumerate(m.drift.methods):
-            if method not in registry.names():
+            if method not in METHOD_FEATURE_TYPES:
                 raise ConfigError(
-                    f"unknown drift method {method!r} (known: {', '.join(registry.names())})",
+                    f"unknown drift method {method!r} (known: {', '.join(METHOD_NAMES)})",
                     field_path=f"models[{i}].drift.methods[{k}]",
                 )
         fair = m.fairness
+        _check_label_values(m, i)
         if fair.attribute and not fair.groups:
             raise ConfigError("a fairness attribute needs its bounded list of groups", field_path=f"models[{i}].fairness.groups")
         if fair.reference_group and fair.reference_group not in fair.groups:
@@ -817,10 +840,10 @@ def _validate_label_free(m: ModelConfig, i: int, names: set[str]) -> None:
                           field_path=f"models[{i}].multivariate_drift.features" if mv.features else f"models[{i}].features")
 
 
-def _check_method(method: str, ftype: str, path: str, registry: Any) -> None:
-    if method not in registry.names():
-        raise ConfigError(f"unknown drift method {method!r} (known: {', '.join(registry.names())})", field_path=path)
-    if ftype not in registry.get(method).feature_types:
+def _check_method(method: str, ftype: str, path: str) -> None:
+    if method not in METHOD_FEATURE_TYPES:
+        raise ConfigError(f"unknown drift method {method!r} (known: {', '.join(METHOD_NAMES)})", field_path=path)
+    if ftype not in METHOD_FEATURE_TYPES[method]:
         raise ConfigError(f"method {method!r} does not apply to {ftype} features", field_path=path)
 
 

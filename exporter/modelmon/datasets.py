@@ -140,7 +140,7 @@ def load_table(
     """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file")
+        raise DataError(f"{p}: {'a directory, not a data file' if p.is_dir() else 'no such file'}")
     types = dict(types or {})
     suffix = p.suffix.lower()
     try:

@@ -171,6 +171,8 @@ def load_gate(path: str | Path) -> GateConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GateInputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GateInputError(f"{p}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except yaml.YAMLError as exc:
         raise GateInputError(f"{p}: invalid YAML: {exc}") from None
     try:
@@ -227,6 +229,8 @@ def load_evaluation(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GateInputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GateInputError(f"{p}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise GateInputError(f"{p}: invalid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(data, dict):

@@ -208,6 +208,12 @@ def validate_logs_config(cfg: Config) -> None:
             continue
         raise ConfigError(f"must be one of {', '.join(HASHABLE)}, features.NAME or attributes.NAME",
                           file=cfg.source or None, field_path=path)
+    if lc.enabled and lc.output not in ("stdout", "stderr", "-"):
+        path = cfg.resolve_path(lc.output)
+        problem = ("is a directory, not a file" if path.is_dir()
+                   else f"directory {path.parent} does not exist" if not path.parent.is_dir() else None)
+        if problem is not None:  # else every batch would print a logging traceback and lose its lines
+            raise ConfigError(f"{path}: {problem}", file=cfg.source or None, field_path="logs.output")
     if lc.hash_fields and lc.hash_salt_env and lc.hash_salt_env not in os.environ:
         raise ConfigError(f"environment variable {lc.hash_salt_env} (the hash salt) is not set",
                           file=cfg.source or None, field_path="logs.hash_salt_env")

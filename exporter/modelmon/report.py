@@ -65,10 +65,16 @@ def numerical_histogram(profile: NumericalProfile, values: Sequence[Any] | np.nd
     cur = cur[np.isfinite(cur)]
     lo, hi = profile.min, profile.max
     if cur.size:
-        lo, hi = min(lo, float(np.percentile(cur, 0.5))), max(hi, float(np.percentile(cur, 99.5)))
+        with np.errstate(over="ignore", invalid="ignore"):  # percentiles of values near 1e308 may overflow
+            p_lo, p_hi = float(np.percentile(cur, 0.5)), float(np.percentile(cur, 99.5))
+        lo = min(lo, p_lo) if math.isfinite(p_lo) else min(lo, float(cur.min()))
+        hi = max(hi, p_hi) if math.isfinite(p_hi) else max(hi, float(cur.max()))
     if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
+        pad = max(0.5, abs(lo) * 1e-9)
+        lo, hi = lo - pad, hi + pad
+    # lo * (1 - t) + hi * t, not linspace's lo + t * (hi - lo): hi - lo overflows for values near +-1e308
+    t = np.linspace(0.0, 1.0, bins + 1)
+    edges = lo * (1.0 - t) + hi * t
     clipped = int(((cur < lo) | (cur > hi)).sum())
     ref_counts, _ = np.histogram(np.clip(ref, lo, hi), bins=edges)
     cur_counts, _ = np.histogram(np.clip(cur, lo, hi), bins=edges)

@@ -91,6 +91,8 @@ def load_web_config_file(path: str | Path) -> WebConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", file=str(p)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=str(p)) from None
     if isinstance(data, dict) and "config_file" in data:

@@ -72,7 +72,7 @@ def looks_like_profile(path: str | Path) -> bool:
 
 def load_reference_profile(path: str | Path) -> ReferenceProfile:
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {'a directory, not a profile file' if Path(path).is_dir() else 'no such file'}")
     try:
         return ReferenceProfile.load(path)
     except ProfileError as exc:

@@ -47,6 +47,9 @@ import numpy as np
 
 from ..chunking import split_even
 
+#: Largest standardised value used: its square (1e100) summed over any window stays finite.
+Z_LIMIT = 1e50
+
 
 @dataclass
 class MultivariateResult:
@@ -106,8 +109,15 @@ class PCADriftModel:
         return np.stack(cols, axis=0) if cols else np.zeros((0, 0))
 
     def residuals(self, cols: np.ndarray) -> np.ndarray:
-        """Standardised values minus their reconstruction, ``(d, n)``."""
-        z = (cols - self.center[:, None]) / self.scale[:, None]
+        """Standardised values minus their reconstruction, ``(d, n)``.
+
+        Standardised values are clipped to +-:data:`Z_LIMIT`: a value like 1e300
+        in a feature whose reference is constant (scale 1) would otherwise
+        overflow the squared residuals to inf (an infinite statistic, NaN
+        feature shares, a JSON report that cannot be written).  Anything that
+        far out is drifted either way."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.clip((cols - self.center[:, None]) / self.scale[:, None], -Z_LIMIT, Z_LIMIT)
         return z - self.components.T @ (self.components @ z)
 
     def evaluate(self, numerical: Mapping[str, np.ndarray], codes: Mapping[str, np.ndarray]) -> MultivariateResult:

@@ -74,6 +74,7 @@ from ..datasets import (
     Table,
     categorical_from_values,
 )
+from ..labelsafe import label_problem
 
 OTHER = "__other__"
 PROFILE_FORMAT = "modelmon-reference-profile"
@@ -424,6 +425,10 @@ def _load_categorical(name: str, d: Mapping[str, Any], where: str) -> Categorica
     cats = _get(d, "categories", list, where)
     if not all(isinstance(c, str) for c in cats) or len(set(cats)) != len(cats):
         raise ProfileError(f"{where}.categories: expected distinct strings")
+    for c in cats:
+        problem = label_problem(c)
+        if problem is not None:
+            raise ProfileError(f"{where}.categories: {c[:40]!r}... is {problem} (categories become label values)")
     counts = _array(d, "counts", where, integer=True)
     n, missing = _get(d, "n", int, where), _get(d, "missing", int, where)
     if len(counts) != len(cats) + 1:
@@ -556,6 +561,11 @@ def build_categorical(
     if not categories:
         ranked = sorted(((c, k) for c, k in freq.items() if k), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         categories = sorted(c for c, _ in ranked)
+    for c in categories:  # each kept category is the value of a ``bin`` label on /metrics
+        problem = label_problem(str(c))
+        if problem is not None:
+            raise ValueError(f"feature {name!r}: category {str(c)[:40]!r}... is {problem} "
+                             "(kept categories become label values; shorten them or use top_k/categories)")
     kept = [int(freq.get(str(c), 0)) for c in categories]
     counts = np.array(kept + [n - sum(kept)], dtype=np.int64)
     return CategoricalProfile(name=name, categories=[str(c) for c in categories], counts=counts, n=n, missing=missing)

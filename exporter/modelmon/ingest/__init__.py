@@ -65,6 +65,7 @@ from .labelsafe import (
     is_label_safe,
     label_problem,
     label_string,
+    shown_name,
 )
 from .validate import (
     EVENT_FIELDS,
@@ -85,5 +86,5 @@ __all__ = [
     "DEFAULT_MAX_DEPTH", "EVENT_FIELDS", "MAX_LABEL_LENGTH", "BodyError", "BodyLimits", "BodyTooLarge", "DecodedBody",
     "EventValidator", "ItemError", "ItemValidator", "Malformed", "Rejection", "UnsupportedEncoding", "ValidatedEvents",
     "canonical_class", "category", "check_label", "decode_items", "finite_number", "is_label_safe", "label_problem",
-    "label_string", "loads", "regression_value", "timestamp",
+    "label_string", "loads", "regression_value", "shown_name", "timestamp",
 ]

@@ -56,6 +56,18 @@ class Malformed:
 
 
 _generic = msgspec.json.Decoder()
+UTF8_BOM = b"\xef\xbb\xbf"
+#: Byte-order marks of the encodings JSON text must not arrive in (RFC 8259 section 8.1: UTF-8 only).
+_OTHER_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"),
+               (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
+#: Longest integer literal turned into a Python int; longer ones become a float (infinite past
+#: 308 digits), which the item checks refuse as ``non_finite`` or a wrong type, instead of the
+#: interpreter's int-conversion limit failing the whole body.
+_MAX_INT_DIGITS = 1000
+
+
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
 
 
 def loads(data: bytes | str) -> Any:
@@ -70,7 +82,9 @@ def loads(data: bytes | str) -> Any:
         return _generic.decode(data)
     except msgspec.DecodeError:
         pass
-    return json.loads(data)
+    if isinstance(data, bytes):  # the standard library would guess UTF-16/32 and accept a BOM: UTF-8 only
+        data = data.decode("utf-8")
+    return json.loads(data, parse_int=_parse_int)
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -168,23 +182,49 @@ def decompress(raw: bytes, encoding: str | None, limit: int) -> bytes:
         return raw
     if encoding not in ("gzip", "deflate"):
         raise UnsupportedEncoding(encoding)
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(f"invalid {encoding} body: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise BodyTooLarge(f"decoded body larger than {limit} bytes")
-    return out
+    if encoding == "deflate" and raw[:1] and (raw[0] & 0x0F != 8 or int.from_bytes(raw[:2], "big") % 31):
+        wbits = -zlib.MAX_WBITS  # no zlib header: raw deflate, as some clients send for "deflate"
+    else:
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    while True:  # gzip allows several members one after the other (RFC 1952 section 2.2)
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise BodyError(f"invalid {encoding} body: {exc}") from None
+        size += len(out)
+        parts.append(out)
+        if size > limit or d.unconsumed_tail:
+            raise BodyTooLarge(f"decoded body larger than {limit} bytes")
+        if not d.eof:  # the stream stops early: its events would be lost without a word
+            raise BodyError(f"truncated {encoding} body (the compressed stream does not end)")
+        rest = d.unused_data
+        if not rest or encoding != "gzip":
+            break
+    if rest:
+        raise BodyError(f"invalid {encoding} body: {len(rest)} bytes after the end of the compressed stream")
+    return b"".join(parts)
 
 
 def decode_items(body: bytes, encoding: str | None = None, limits: BodyLimits = BodyLimits()) -> DecodedBody:
     """Decode a request body and recognise its form (JSON array, one object, NDJSON).
 
+    A UTF-8 byte-order mark is skipped; a body in UTF-16 or UTF-32 is refused
+    as a whole (JSON travels as UTF-8).
+
     Raises :class:`UnsupportedEncoding`, :class:`BodyTooLarge` or :class:`BodyError`
-    (empty body, broken compression).
+    (empty body, broken compression, not UTF-8).
     """
     data = decompress(body, encoding, limits.max_bytes)
+    data = data.removeprefix(UTF8_BOM)
+    for bom, name in _OTHER_BOMS:
+        if data.startswith(bom):
+            raise BodyError(f"body is {name} text: send JSON encoded as UTF-8")
+    if b"\x00" in data[:4]:  # UTF-16/32 without a byte-order mark: JSON's first character is ASCII
+        raise BodyError("body is not UTF-8 text (NUL bytes): send JSON encoded as UTF-8")
     text = data.lstrip()
     if not text:
         raise BodyError("empty body: expected a JSON array of objects or NDJSON")

@@ -25,7 +25,7 @@ from msgspec.structs import astuple
 from ..config import ModelConfig
 from ..events import EventBatch
 from .body import DecodedBody, Malformed
-from .labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string
+from .labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string, shown_name
 from .schema import batch_decoder, event_struct
 from .values import (
     canonical_class,
@@ -108,7 +108,7 @@ class ItemValidator:
         """Validate one event and append it, or raise :class:`ItemError` leaving the validator as it was."""
         if not ev.keys() <= EVENT_FIELDS:
             bad = min(ev.keys() - EVENT_FIELDS)
-            raise ItemError("invalid_field", f"{bad}: unknown field (expected {', '.join(sorted(EVENT_FIELDS))})")
+            raise ItemError("invalid_field", f"{shown_name(bad)}: unknown field (expected {', '.join(sorted(EVENT_FIELDS))})")
         get = ev.get
         version = get("version")
         version = "" if version is None else label_string(version, "version")
@@ -190,7 +190,7 @@ class ItemValidator:
             if name not in self.names:
                 if self.reject_unknown:
                     raise ItemError("unknown_feature",
-                                    f"attributions.{name}: not a feature of model {self.model.name!r}")
+                                    f"attributions.{shown_name(name)}: not a feature of model {self.model.name!r}")
                 unknown += 1
         out = []
         for name in self.attr_names:
@@ -207,7 +207,7 @@ class ItemValidator:
         if type(probs) is not dict:
             raise ItemError("invalid_field", "probabilities: must be an object of class -> probability")
         for k, v in probs.items():
-            finite_number(v, f"probabilities.{k}")
+            finite_number(v, f"probabilities.{shown_name(str(k))}")
         p = probs.get(self.positive)
         return None if p is None else float(p)
 
@@ -234,7 +234,7 @@ class ItemValidator:
             if name == self.attr:  # the sensitive attribute may travel with the features
                 group = category(v, f"features.{name}")
             elif self.reject_unknown:
-                raise ItemError("unknown_feature", f"features.{name}: not a feature of model {self.model.name!r}")
+                raise ItemError("unknown_feature", f"features.{shown_name(name)}: not a feature of model {self.model.name!r}")
             else:
                 unknown += 1
         get = feats.get

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .labelsafe import ItemError, check_label, label_string
@@ -52,14 +52,24 @@ def regression_value(value: Any, field_name: str) -> float | None:
 
 
 def timestamp(value: Any, now: float) -> float:
-    """Seconds since the epoch from a number or an ISO 8601 string; ``now`` when absent."""
+    """Seconds since the epoch from a number or an ISO 8601 string (UTC when it has no
+    offset); ``now`` when absent.  Times before the epoch are refused in either spelling."""
     if value is None:
         return now
     if type(value) is str:
         try:
-            return datetime.fromisoformat(value).timestamp()
+            when = datetime.fromisoformat(value)
         except ValueError:
             raise ItemError("invalid_field", "timestamp: must be seconds since the epoch or an ISO 8601 time") from None
+        if when.tzinfo is None:  # no offset: UTC, never the exporter's local time zone
+            when = when.replace(tzinfo=UTC)
+        try:
+            ts = when.timestamp()
+        except (OverflowError, ValueError):
+            raise ItemError("invalid_field", "timestamp: must be after 1970-01-01T00:00:00Z") from None
+        if ts < 0:
+            raise ItemError("invalid_field", "timestamp: must be after 1970-01-01T00:00:00Z")
+        return ts
     ts = finite_number(value, "timestamp")
     if ts < 0:
         raise ItemError("invalid_field", "timestamp: must be seconds since the epoch")

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import Mapping, ProtocolError, build_events
+from .selectors import Selector, parse_selector
 
 #: Fixed-width datatypes and their little-endian numpy dtypes (BF16 is decoded by hand).
 DTYPES: dict[str, str] = {
@@ -51,26 +52,6 @@ DTYPES: dict[str, str] = {
 DATATYPES = frozenset(DTYPES) | {"BYTES"}
 #: Output names whose column 1 is taken as the positive-class score when no ``score`` is configured.
 PROBABILITY_OUTPUTS = ("predict_proba", "probabilities", "probability")
-
-_SELECTOR_RE = re.compile(r"^\s*(?P<name>[^\[\]\s][^\[\]]*?)\s*(?:\[\s*:\s*,\s*(?P<col>\d+)\s*\])?\s*$")
-
-
-@dataclass(frozen=True)
-class Selector:
-    """``name`` (a whole one-column tensor) or ``name[:, j]`` (column j of a two-dimensional tensor)."""
-
-    tensor: str
-    column: int | None = None
-
-
-def parse_selector(text: str) -> Selector:
-    """Parse ``input0`` or ``input0[:, 3]``; raises ValueError naming the problem."""
-    m = _SELECTOR_RE.match(text or "")
-    if m is None:
-        raise ValueError(f"invalid tensor selector {text!r} (expected NAME or NAME[:, COLUMN])")
-    col = m.group("col")
-    return Selector(m.group("name"), int(col) if col is not None else None)
-
 
 @dataclass
 class Tensor:

@@ -49,6 +49,7 @@ from ..ingest import (
     canonical_class,
     label_string,
     regression_value,
+    shown_name,
 )
 from ..labels import LabelJoin
 from ..pipeline import Pipeline
@@ -198,7 +199,7 @@ class IngestAPI:
             try:
                 if item.keys() - LABEL_FIELDS:
                     bad = min(item.keys() - LABEL_FIELDS)
-                    raise ItemError("invalid_field", f"{bad}: unknown field (expected id, label, model)")
+                    raise ItemError("invalid_field", f"{shown_name(bad)}: unknown field (expected id, label, model)")
                 if item.get("id") is None:
                     raise ItemError("invalid_field", "id: required")
                 if "label" not in item or item["label"] is None:

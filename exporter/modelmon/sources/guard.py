@@ -55,6 +55,9 @@ def read_token(cfg: Config) -> str | None:
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", file=cfg.source or None,
                               field_path="ingest.token_file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}", file=cfg.source or None,
+                              field_path="ingest.token_file") from None
         if not tok:
             raise ConfigError(f"{path} is empty", file=cfg.source or None, field_path="ingest.token_file")
         return tok
