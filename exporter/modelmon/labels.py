@@ -19,8 +19,10 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .events import EventBatch
 from .pipeline import Pipeline
@@ -94,10 +96,15 @@ class LabelJoin:
         mon = self.pipeline.monitors.get(batch.model)
         if mon is None:
             return
-        rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels)) if id_ is not None and lab is None]
+        n = len(batch)
+        rows: Sequence[int]
+        if batch.labels.count(None) == n and batch.ids.count(None) == 0:  # the usual case: every row, no copies
+            rows = range(n)
+        else:
+            rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels)) if id_ is not None and lab is None]
         if not rows:
             return
-        if len(rows) == len(batch):  # the usual case: no copies
+        if len(rows) == n:
             ids, ts, preds, scores, versions = batch.ids, batch.timestamps, batch.predictions, batch.scores, batch.versions
         else:
             ids = [batch.ids[i] for i in rows]
@@ -142,6 +149,12 @@ class LabelJoin:
             chunks[self._head] = _EVICTED  # free its columns now, not at the next compaction
             self._head += 1
             if chunk.live <= 0:
+                continue
+            if chunk.live == len(chunk.ids):
+                # No row was labelled or superseded (``live`` only ever goes down from the number of
+                # distinct ids): every id still maps to this chunk, so drop them all in one C-level pass.
+                deque(map(index.__delitem__, chunk.ids), maxlen=0)
+                self.expired += chunk.live
                 continue
             for seq, id_ in enumerate(chunk.ids, start=chunk.start):
                 if index.get(id_) == seq:
