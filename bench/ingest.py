@@ -8,13 +8,15 @@ in production).  Prints events/s per batch size and the exporter's RSS before,
 during and after the run, then one scrape's duration with full windows.
 
     python bench/ingest.py                      # 1M events in batches of 1000, 200k in batches of 100
-    python bench/ingest.py --events 2000000 --clients 2
+    python bench/ingest.py --events 2000000 --clients 1   # one connection: client and exporter take turns
     python bench/ingest.py --outliers both      # per-event outlier scoring on, then off (same run)
 
 Next to the end-to-end figure it prints, measured in the same run on the same
 bodies, what the decoders alone achieve: the standard library's ``json.loads``
 and the exporter's own msgspec typed decoder (structure and field types checked
-in C), so a figure from a loaded machine can still be judged.  Last, the p99 of
+in C), so a figure from a loaded machine can still be judged, and the CPU the
+exporter and this benchmark's own clients spent per 1000 events (bodies are
+encoded before each timed segment, so the clients only send and read).  Last, the p99 of
 ``/metrics`` while 1000 idle and 200 slowloris connections are open.
 
 Targets: >= 50,000 events/s with batches of 1000 x 20 features and >= 40 % of
@@ -26,6 +28,7 @@ connections open.
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -55,6 +58,29 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """CPU seconds the exporter and this benchmark's clients spent in the timed segments."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.server = self.client = self.wall = 0.0
+        self._s0 = self._c0 = self._t0 = 0.0
+
+    def start(self) -> None:
+        self._s0, self._c0, self._t0 = cpu_seconds(self.pid), time.process_time(), time.perf_counter()
+
+    def stop(self) -> None:
+        self.wall += time.perf_counter() - self._t0
+        self.client += time.process_time() - self._c0
+        self.server += cpu_seconds(self.pid) - self._s0
 
 
 def write_config(d: Path, n_features: int, outliers: bool = True) -> Path:
@@ -104,13 +130,27 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None
     raise SystemExit("exporter did not become ready")
 
 
+@functools.cache
+def templates_for(batch: int, n_features: int) -> tuple[bytes, ...]:
+    return tuple(make_template(batch, n_features, seed) for seed in range(4))
+
+
+#: Bodies of a phase are encoded before its clock starts when they fit in this many bytes.
+PREENCODE_BYTES = 64 * 1024 * 1024
+
+
 def run_phase(port: int, batch: int, total: int, clients: int, n_features: int, counter: list[int],
-              pid: int, checkpoints: list[tuple[int, float]]) -> float:
-    templates = [make_template(batch, n_features, seed) for seed in range(4)]
+              pid: int, checkpoints: list[tuple[int, float]], cpu: CpuShare | None = None) -> float:
+    templates = templates_for(batch, n_features)
     requests_needed = total // batch
     lock = threading.Lock()
     next_req = [0]
     errors: list[str] = []
+
+    def encode(i: int) -> bytes:  # unique ids per request: the 10-character marker becomes the request number
+        return templates[i % len(templates)].replace(b"@@@@@@@@@@", b"%010d" % (counter[0] + i), batch)
+
+    bodies = [encode(i) for i in range(requests_needed)] if requests_needed * len(templates[0]) <= PREENCODE_BYTES else None
 
     def worker() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -120,7 +160,7 @@ def run_phase(port: int, batch: int, total: int, clients: int, n_features: int, 
                 if i >= requests_needed:
                     break
                 next_req[0] += 1
-            body = templates[i % len(templates)].replace(b"@@@@@@@@@@", b"%010d" % (counter[0] + i), batch)
+            body = bodies[i] if bodies is not None else encode(i)
             conn.request("POST", "/api/v1/events", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
@@ -132,13 +172,17 @@ def run_phase(port: int, batch: int, total: int, clients: int, n_features: int, 
                 checkpoints.append((counter[0] + done, rss_mib(pid)))
         conn.close()
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(clients)]
+    if cpu is not None:
+        cpu.start()
+    t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.stop()
     if errors:
         raise SystemExit(f"ingestion failed: {errors[0]}")
     counter[0] += requests_needed * batch
@@ -233,7 +277,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000, help="events in batches of 1000 (default 1M)")
     ap.add_argument("--small-events", type=int, default=200_000, help="events in batches of 100 (default 200k)")
     ap.add_argument("--features", type=int, default=20)
-    ap.add_argument("--clients", type=int, default=1, help="concurrent keep-alive connections")
+    ap.add_argument("--clients", type=int, default=2,
+                    help="concurrent keep-alive connections (default 2: one posts while the exporter works on the other)")
     ap.add_argument("--outliers", choices=("on", "off", "both"), default="on",
                     help="per-event outlier scoring (models[].outliers.enabled); both: one exporter each, in turn")
     ap.add_argument("--repeat", type=int, default=1,
@@ -287,11 +332,13 @@ def run_exporter(args: argparse.Namespace, outliers: bool) -> float:
             print(f"batches of  100: {args.small_events:>9,} events  {small:>9,.0f} events/s")
             rss1 = rss_mib(proc.pid)
             decoders = DecoderRates(args.features)
+            cpu = CpuShare(proc.pid)
             segment = 50_000
             big_seconds = 0.0
             for done in range(0, args.events, segment):
                 n = min(segment, args.events - done)
-                big_seconds += n / run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid, checkpoints)
+                big_seconds += n / run_phase(port, 1000, n, args.clients, args.features, counter, proc.pid,
+                                             checkpoints, cpu)
                 decoders.slice()
             big = args.events / big_seconds
             print(f"batches of 1000: {args.events:>9,} events  {big:>9,.0f} events/s   (target >= 50,000)")
@@ -299,6 +346,10 @@ def run_exporter(args: argparse.Namespace, outliers: bool) -> float:
             print(f"  same bodies, json.loads alone:           {loads_rate:>9,.0f} events/s   (in slices between the segments)")
             print(f"  same bodies, msgspec typed decoder alone: {typed_rate:>9,.0f} events/s"
                   f"   end to end = {100 * big / typed_rate:.0f} % of it (target >= 40 %)")
+            per = 1000 / args.events  # ms per 1000 events
+            print(f"  CPU per 1000 events: exporter {cpu.server * 1e3 * per:.1f} ms, this benchmark's clients "
+                  f"{cpu.client * 1e3 * per:.1f} ms, wall {cpu.wall * 1e3 * per:.1f} ms "
+                  f"(clients {100 * cpu.client / (cpu.server + cpu.client):.0f} % of the CPU both used)")
             rss2 = rss_mib(proc.pid)
             print(f"exporter RSS before the 1000-batches:   {rss1:8.1f} MiB  (after {args.small_events:,} events)")
             for n, r in checkpoints:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -95,11 +96,17 @@ class LabelJoin:
         mon = self.pipeline.monitors.get(batch.model)
         if mon is None:
             return
-        rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels, strict=True)) if id_ is not None and lab is None]
+        n = len(batch)
+        rows: Sequence[int]
+        if batch.labels.count(None) == n and batch.ids.count(None) == 0:  # the usual case: every row, no copies
+            rows = range(n)
+        else:
+            rows = [i for i, (id_, lab) in enumerate(zip(batch.ids, batch.labels, strict=True))
+                    if id_ is not None and lab is None]
         if not rows:
             return
         ids: list[str]  # rows are the events that have an id
-        if len(rows) == len(batch):  # the usual case: no copies
+        if len(rows) == n:
             ids = cast(list[str], batch.ids)
             ts, preds, scores, versions = batch.timestamps, batch.predictions, batch.scores, batch.versions
         else:
@@ -145,6 +152,12 @@ class LabelJoin:
             chunks[self._head] = _EVICTED  # free its columns now, not at the next compaction
             self._head += 1
             if chunk.live <= 0:
+                continue
+            if chunk.live == len(chunk.ids):
+                # No row was labelled or superseded (``live`` only ever goes down from the number of
+                # distinct ids): every id still maps to this chunk, so drop them all in one C-level pass.
+                deque(map(index.__delitem__, chunk.ids), maxlen=0)
+                self.expired += chunk.live
                 continue
             for seq, id_ in enumerate(chunk.ids, start=chunk.start):
                 if index.get(id_) == seq:

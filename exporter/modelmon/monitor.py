@@ -29,7 +29,7 @@ import numpy as np
 from .config import PREDICTION_FEATURE, SCORE_FEATURE, Config, ModelConfig
 from .drift.engine import DriftEngine, DriftReport
 from .drift.multivariate import MultivariateResult
-from .drift.reference import CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
+from .drift.reference import BinSet, CategoricalProfile, NumericalProfile, ReferenceProfile, to_float_array
 from .estimation.cbpe import CBPEResult
 from .estimation.sections import load_estimators, positive_indicator, scores_array
 from .events import EventBatch
@@ -103,6 +103,7 @@ class ModelMonitor:
         self.num_profiles = [_profile_of(profile, n, NumericalProfile) for n in self.num_names] if profile else []
         self.cat_profiles = [_profile_of(profile, n, CategoricalProfile) for n in self.cat_names] if profile else []
         num_slots = max((p.slots for p in self.num_profiles), default=1)
+        self._binner = BinSet(self.num_profiles)  # the layout's numerical features
         cat_slots = max((p.slots for p in self.cat_profiles), default=1)
         #: Cumulative (fleet-mergeable) counts per reference bin / category.
         self.num_bin_totals = np.zeros((len(self.num_names), num_slots), dtype=np.int64)
@@ -180,25 +181,33 @@ class ModelMonitor:
         if n == 0:
             return
         now = self.clock()
-        lat = np.array([math.nan if v is None else v for v in batch.latency_seconds], dtype=np.float64)
-        err = np.array([e is not None for e in batch.errors], dtype=np.int8)
+        lat = np.array(batch.latency_seconds, dtype=np.float64)  # None becomes NaN
+        errors = batch.errors
+        if errors.count(None) == n:
+            err = np.zeros(n, dtype=np.int8)
+        else:
+            err = np.array([e is not None for e in errors], dtype=np.int8)
         features = self._monitored_columns(batch)
         with self.lock:
             self._count_serving(batch, lat, now)
             num = np.full((max(len(self.num_names), 1), n), math.nan)
             num_bin = np.full((max(len(self.num_names), 1), n), -1, dtype=np.int16)
-            for i, (name, prof) in enumerate(zip(self.num_names, self.num_profiles, strict=True)):
-                col = features.get(name)
-                if col is None:
-                    continue
-                x = to_float_array(col)
+            if self.num_names:
+                for i, name in enumerate(self.num_names):
+                    col = features.get(name)
+                    if col is not None:
+                        num[i] = to_float_array(col)
+                # All features binned and counted at once (a feature the batch lacks stays NaN: slot -1).
+                x = num[: len(self.num_names)]
                 x[~np.isfinite(x)] = math.nan
-                num[i] = x
-                idx = prof.bin_index(x)
-                num_bin[i] = idx
-                valid = idx[idx >= 0]
-                if valid.size:
-                    self.num_bin_totals[i, : prof.slots] += np.bincount(valid, minlength=prof.slots)
+                idx = self._binner.bin_matrix(x)
+                num_bin[: len(self.num_names)] = idx
+                slots = self.num_bin_totals.shape[1]
+                valid = idx >= 0
+                flat = (idx + (np.arange(len(self.num_names), dtype=np.int32) * slots)[:, None])[valid]
+                if flat.size:
+                    self.num_bin_totals += np.bincount(flat, minlength=self.num_bin_totals.size).reshape(
+                        self.num_bin_totals.shape)
             cat = np.full((max(len(self.cat_names), 1), n), -1, dtype=np.int16)
             for i, (name, cprof) in enumerate(zip(self.cat_names, self.cat_profiles, strict=True)):
                 col = features.get(name)
@@ -273,7 +282,7 @@ class ModelMonitor:
             cols[SCORE_FEATURE] = batch.scores
         return cols
 
-    def groups_of(self, batch: EventBatch, rows: list[int]) -> list[str | None]:
+    def groups_of(self, batch: EventBatch, rows: Sequence[int]) -> list[str | None]:
         attr = self.cfg.fairness.attribute
         if not attr:
             return [None] * len(rows)
@@ -308,6 +317,8 @@ class ModelMonitor:
                 st.latency_sum += float(seconds.sum())
                 st.latency_count += int(seconds.size)
             errs = errors if isinstance(sel, slice) else [errors[i] for i in sel]
+            if errs.count(None) == len(errs):
+                continue
             for e in errs:
                 if e is not None:
                     r = self.reason_key(e)

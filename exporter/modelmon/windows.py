@@ -143,7 +143,8 @@ class TimeWindow:
     def _thin_held(self, p: float) -> None:
         """Keep each held row with probability ``min(1, p * weight)`` so its
         overall inclusion probability becomes ``min(1/weight, p)``; compact
-        the survivors to the ring's start and recount (O(capacity))."""
+        the survivors to the ring's start (O(capacity)) and take the dropped
+        rows out of the counts (O(dropped): most rows survive a pass)."""
         if not self._size:
             return
         w = self._ordered(self._weight)
@@ -152,15 +153,15 @@ class TimeWindow:
         k = int(keep.sum())
         new_w = w[keep] / keep_p[keep]
         ts = self._ordered(self._ts)[keep]
-        kept = {name: self._ordered(arr)[:, keep] for name, arr in self._cols.items()}
+        dropped = ~keep
+        for name in self._counts:
+            self._count(name, self._ordered(self._cols[name])[:, dropped], -1)
+        kept = {name: np.compress(keep, self._ordered(arr), axis=1) for name, arr in self._cols.items()}
         self._ts[:k] = ts
         self._weight[:k] = new_w
         for name, arr in self._cols.items():
             arr[:, :k] = kept[name]
         self._start, self._size = 0, k
-        for name, counts in self._counts.items():
-            counts[:] = 0
-            self._count(name, kept[name], +1)
 
     def evict(self, now: float) -> None:
         """Drop rows older than ``now - duration``."""
@@ -189,11 +190,17 @@ class TimeWindow:
     def _count(self, name: str, codes: np.ndarray, sign: int) -> None:
         ncodes = self.specs[name].codes
         counts = self._counts[name]
-        for row in range(codes.shape[0]):
-            c = codes[row]
-            c = c[(c >= 0) & (c < ncodes)]
-            if c.size:
-                counts[row] += sign * np.bincount(c.astype(np.int64), minlength=ncodes)
+        width = codes.shape[0]
+        if not codes.size:
+            return
+        # One bincount for all rows: row r's code c counts at r * ncodes + c.
+        c = codes.astype(np.int64)
+        valid = (c >= 0) & (c < ncodes)
+        if width > 1:
+            c += (np.arange(width, dtype=np.int64) * ncodes)[:, None]
+        flat = c[valid]
+        if flat.size:
+            counts += sign * np.bincount(flat, minlength=width * ncodes).reshape(width, ncodes)
 
     def _segment(self, arr: np.ndarray, start: int, k: int) -> np.ndarray:
         end = start + k

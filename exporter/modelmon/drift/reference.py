@@ -160,6 +160,48 @@ class NumericalProfile:
         return values, np.cumsum(counts) / len(self.sample)
 
 
+
+class BinSet:
+    """:meth:`NumericalProfile.bin_index` of several features at once.
+
+    Features with at most 32 inner edges (the usual case) are binned together
+    in one comparison pass against a padded edge matrix; the others use a
+    binary search each.  ``bin_matrix(x)`` equals stacking ``bin_index`` of
+    every row of ``x``.
+    """
+
+    def __init__(self, profiles: Sequence[NumericalProfile]):
+        self.profiles = list(profiles)
+        self.small = [i for i, p in enumerate(self.profiles) if len(p.edges[1:-1]) <= 32]
+        self.large = [i for i, p in enumerate(self.profiles) if len(p.edges[1:-1]) > 32]
+        width = max((len(self.profiles[i].edges[1:-1]) for i in self.small), default=0)
+        # Padding with +inf never counts: values are compared as x >= edge and NaN / inf are handled apart.
+        self.edges = np.full((len(self.small), width), np.inf)
+        for row, i in enumerate(self.small):
+            inner = self.profiles[i].edges[1:-1]
+            self.edges[row, : len(inner)] = inner
+        self.mins = np.array([p.min for p in self.profiles], dtype=np.float64)[:, None]
+        self.maxs = np.array([p.max for p in self.profiles], dtype=np.float64)[:, None]
+        self.tops = np.array([len(p.edges) for p in self.profiles], dtype=np.int32)[:, None]
+
+    def bin_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Slots of ``x`` (features x events, one row per profile); NaN gets -1."""
+        x = np.asarray(x, dtype=np.float64)
+        idx = np.ones(x.shape, dtype=np.int32)
+        if self.small:
+            xs = x[self.small] if len(self.small) < len(self.profiles) else x
+            counts = np.ones(xs.shape, dtype=np.int32)
+            for j in range(self.edges.shape[1]):
+                counts += xs >= self.edges[:, j : j + 1]
+            idx[self.small] = counts
+        for i in self.large:
+            idx[i] = np.searchsorted(self.profiles[i].edges[1:-1], x[i], side="right") + 1
+        with np.errstate(invalid="ignore"):
+            idx = np.where(x < self.mins, 0, idx)
+            idx = np.where(x > self.maxs, self.tops, idx)
+        idx[np.isnan(x)] = -1
+        return idx
+
 @dataclass
 class CategoricalProfile:
     name: str

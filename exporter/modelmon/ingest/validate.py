@@ -43,8 +43,10 @@ EVENT_FIELDS = frozenset({
 _FLOATISH = frozenset({float, int})
 _STR_OR_NONE = frozenset({str, type(None)})
 #: The typed struct's fields in the order :meth:`ItemValidator.add_typed` unpacks them.
-_TYPED_FIELDS = operator.attrgetter("version", "id", "timestamp", "latency_seconds", "error", "prediction", "label",
-                                    "score", "probabilities", "features", "attributes", "attributions")
+_TYPED_GETTERS = tuple(map(operator.attrgetter, (
+    "version", "id", "timestamp", "latency_seconds", "error", "prediction", "label", "score", "probabilities",
+    "features", "attributes", "attributions")))
+_INT_ONLY = frozenset({int})
 
 
 class Rejection(NamedTuple):
@@ -75,6 +77,8 @@ class ItemValidator:
         self.cat_names = [f.name for f in model.features if f.type == "categorical"]
         self.names = frozenset(self.num_names) | frozenset(self.cat_names)
         self.num_rows: list[tuple] = []
+        #: Numerical values already in float form, (events, features) each, in arrival order before ``num_rows``.
+        self._num_blocks: list[np.ndarray] = []
         self.cat_rows: list[tuple] = []
         self.timestamps: list[float] = []
         self.versions: list[str] = []
@@ -254,9 +258,9 @@ class ItemValidator:
         if not evs:
             return
         n = len(evs)
-        # One C-level pass takes every field; each column is then fixed up only when it needs it.
+        # One C-level pass per field; each column is then fixed up only when it needs it.
         (versions, ids, timestamps, latency, errors, predictions, labels, scores, probs, feats,
-         attrs, attributions) = zip(*map(_TYPED_FIELDS, evs), strict=True)
+         attrs, attributions) = [list(map(get, evs)) for get in _TYPED_GETTERS]
         self.versions += ["" if v is None else v for v in versions] if None in versions else versions
         self.ids += ids
         self.timestamps += [now if t is None else t for t in timestamps] if None in timestamps else timestamps
@@ -267,7 +271,13 @@ class ItemValidator:
             self.errors += [(("error" if e else None) if type(e) is bool else e) for e in errors]
         if self.classification:
             for out, col in ((self.predictions, predictions), (self.labels, labels)):
-                out += col if set(map(type, col)) <= _STR_OR_NONE else list(map(_class_value, col))
+                types = set(map(type, col))
+                if types <= _STR_OR_NONE:
+                    out += col
+                elif types == _INT_ONLY:  # integer classes: their decimal strings in one C-level pass
+                    out += map(str, col)
+                else:
+                    out += map(_class_value, col)
         else:
             self.predictions += predictions
             self.labels += labels
@@ -277,6 +287,20 @@ class ItemValidator:
             positive = self.positive
             self.scores += [s if s is not None or p is None else p.get(positive) for s, p in zip(scores, probs, strict=True)]
         k = len(self.num_names)
+        if not self.cat_names and k and None not in feats:
+            # Numerical features only, every event has them: straight into a float matrix when
+            # no value is missing (a None among them makes fromiter raise: the row path below).
+            try:
+                block = np.fromiter(chain.from_iterable(map(astuple, feats)), dtype=np.float64, count=n * k)
+            except TypeError:
+                pass
+            else:
+                self._flush_num_rows()
+                self._num_blocks.append(block.reshape(n, k))
+                self.cat_rows += [()] * n
+                self._add_attributions(attributions, n)
+                self._add_groups(attrs, feats, n)
+                return
         empty = (None,) * (k + len(self.cat_names))
         rows = [empty if f is None else astuple(f) for f in feats]  # numerical values first (see schema)
         if not self.cat_names:
@@ -288,12 +312,18 @@ class ItemValidator:
         else:
             self.num_rows += [r[:k] for r in rows]
             self.cat_rows += [r[k:] for r in rows]
-        if any(a is not None for a in attributions):
+        self._add_attributions(attributions, n)
+        self._add_groups(attrs, feats, n)
+
+    def _add_attributions(self, attributions: list[Any], n: int) -> None:
+        if attributions.count(None) != n:
             # Attributions struct fields follow the model's features, as attr_names does.
             self.attr_rows += [None if a is None else astuple(a) for a in attributions]
             self.has_attr = True
         else:
             self.attr_rows += [None] * n
+
+    def _add_groups(self, attrs: list[Any], feats: list[Any], n: int) -> None:
         groups: list[str | None] = [None] * n
         if self.attr:
             attr = self.attr
@@ -304,18 +334,30 @@ class ItemValidator:
                 self.has_group = True
         self.group_attr += groups
 
+    def _flush_num_rows(self) -> None:
+        """Move the row-form numerical values gathered so far into a float block (keeps the events' order)."""
+        rows, self.num_rows = self.num_rows, []
+        if not rows:
+            return
+        n, k = len(rows), len(self.num_names)
+        try:  # every value present: fromiter is ~35 % faster than np.array on row tuples
+            arr = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * k)
+        except TypeError:  # a None (missing value) among them: NaN
+            arr = np.array(rows, dtype=np.float64)
+        self._num_blocks.append(arr.reshape(n, k))
+
     # ------------------------------------------------------------ result
     def batch(self) -> EventBatch:
         """The accepted events as one batch (numerical features as float arrays, NaN when missing)."""
         features: dict[str, Any] = {}
         if self.num_names:
-            n, k = len(self), len(self.num_names)
-            try:  # every value present: fromiter is ~35 % faster than np.array on row tuples
-                arr = np.fromiter(chain.from_iterable(self.num_rows), dtype=np.float64, count=n * k).reshape(n, k)
-            except TypeError:  # a None (missing value) among them: NaN
-                arr = np.array(self.num_rows, dtype=np.float64).reshape(n, k)
+            self._flush_num_rows()
+            blocks = self._num_blocks
+            arr = blocks[0] if len(blocks) == 1 else np.concatenate(blocks) if blocks else np.empty((0, len(self.num_names)))
+            # One transposing copy: each feature's column is then a contiguous row of it.
+            by_feature = np.ascontiguousarray(arr.T)
             for j, name in enumerate(self.num_names):
-                features[name] = np.ascontiguousarray(arr[:, j])
+                features[name] = by_feature[j]
         if self.cat_names:
             cols = list(zip(*self.cat_rows, strict=True)) if self.cat_rows else [() for _ in self.cat_names]
             for name, col in zip(self.cat_names, cols, strict=True):
@@ -382,9 +424,13 @@ class EventValidator:
         if typed is None:
             return self.validate_items(body.items(), source)
         now = self.clock()
+        kinds = set(map(type, typed))
         groups: dict[type, list[Any]] = {}
-        for ev in typed:
-            groups.setdefault(type(ev), []).append(ev)
+        if len(kinds) == 1:  # one model's events (the usual body): no per-event grouping
+            groups[kinds.pop()] = typed
+        else:
+            for ev in typed:
+                groups.setdefault(type(ev), []).append(ev)
         res = ValidatedEvents()
         for struct, evs in groups.items():
             v = ItemValidator(self.models[self._model_of[struct]], source, self.unknown_feature)

@@ -15,11 +15,12 @@ item names an unknown model (policy ``reject``), 401 without the configured
 bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for a
 ``Content-Type`` other than ``application/json`` / ``application/x-ndjson``
 or an unsupported ``Content-Encoding``, 429 when
-``ingest.max_concurrent_requests`` bodies are already being processed
-(a body is read in full, under the server's whole-body deadline, before it
-takes a slot), 503 while the exporter starts or stops.  Every refusal is
-counted in ``modelmon_events_rejected_total{source,reason}``: per item for
-item problems, once per request for request-level ones.
+``ingest.max_concurrent_requests`` bodies are already waiting for or in
+processing (one worker takes them in turn; a body is read in full, under
+the server's whole-body deadline, before it takes a slot), 503 while the
+exporter starts or stops.  Every refusal is counted in
+``modelmon_events_rejected_total{source,reason}``: per item for item
+problems, once per request for request-level ones.
 
 Decoding and validation are the shared ingest schema (:mod:`modelmon.ingest`):
 events become :class:`~modelmon.events.EventBatch` columns decoded in one

@@ -4,8 +4,8 @@ In order: the bearer token (``ingest.token_env`` / ``ingest.token_file``,
 compared in constant time), readiness, the media type, the whole body within
 ``ingest.max_body_bytes`` (and the server's whole-body deadline), load
 shedding at ``ingest.max_concurrent_requests`` bodies in progress, then
-``Content-Encoding`` decoding; the route's handler runs in a worker thread
-with the decoded body.  Each refusal is answered (401, 503, 415, 413, 429,
+``Content-Encoding`` decoding; the route's handler runs in the worker thread
+(one: it takes the bodies in turn) with the decoded body.  Each refusal is answered (401, 503, 415, 413, 429,
 400) and counted once in ``modelmon_events_rejected_total{source,reason}``.
 
 Shared by the ingestion API and the KServe CloudEvents sink, so both take the
@@ -81,7 +81,10 @@ class IngestGuard:
         self.limits = BodyLimits(max_bytes=self.ing.max_body_bytes)
         #: Bodies being decoded and handled now (touched on the event loop only).
         self.busy = 0
-        self._pool = ThreadPoolExecutor(self.ing.max_concurrent_requests, thread_name_prefix=thread_name)
+        # One worker: decoding and validation hold the GIL throughout, so two bodies worked on at once only
+        # take turns (and evict each other's data from the CPU caches: ~30 % more CPU per body measured).
+        # Up to ``max_concurrent_requests`` bodies wait their turn here; more are refused with 429.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
