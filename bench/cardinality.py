@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 
 from modelmon.collectors.groups import group_of
+from modelmon.sources.simulator import demo_model_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Drift score series of the simulated model once every column is scored.
+DRIFT_SCORES = len(demo_model_config("demo").monitored_features()) * 2 * 2
 
 
 def scrape(*flags: str, timeout: float = 60) -> str:
@@ -60,8 +65,10 @@ def scrape(*flags: str, timeout: float = 60) -> str:
             while True:
                 try:
                     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-                    # 6 features x 2 methods x 2 windows scored.
-                    if text.count("\nmodelmon_drift_score{") >= 24:
+                    # Every watched column (features, and the attributions the
+                    # simulator sends) x 2 methods x 2 windows scored: before
+                    # that the count depends on how far the first recomputation got.
+                    if text.count("\nmodelmon_drift_score{") >= DRIFT_SCORES:
                         return text
                 except OSError:
                     pass
