@@ -36,7 +36,7 @@ Item validation (:mod:`.validate`, :mod:`.schema`)
         ``.batch() -> EventBatch``.  For sources that build items themselves
         (the reverse proxy).
 
-Label safety (:mod:`.labelsafe`) -- the one rule for every string that can become a label value
+Label safety (:mod:`modelmon.labelsafe`) -- the one rule for every string that can become a label value
     ``check_label(value, field) -> str`` / ``label_string(value, field) -> str``
         Valid UTF-8 without lone surrogates, at most ``MAX_LABEL_LENGTH``
         characters; ``label_string`` also takes integers (a 4000-digit
@@ -47,6 +47,15 @@ Single values (:mod:`.values`)
     ``canonical_class``, ``finite_number``, ``regression_value``, ``timestamp``, ``category``.
 """
 
+from ..labelsafe import (
+    MAX_LABEL_LENGTH,
+    ItemError,
+    check_label,
+    is_label_safe,
+    label_problem,
+    label_string,
+    shown_name,
+)
 from .body import (
     DEFAULT_MAX_DEPTH,
     BodyError,
@@ -57,15 +66,6 @@ from .body import (
     UnsupportedEncoding,
     decode_items,
     loads,
-)
-from .labelsafe import (
-    MAX_LABEL_LENGTH,
-    ItemError,
-    check_label,
-    is_label_safe,
-    label_problem,
-    label_string,
-    shown_name,
 )
 from .validate import (
     EVENT_FIELDS,

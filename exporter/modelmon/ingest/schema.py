@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..config import ModelConfig
-from .labelsafe import MAX_LABEL_LENGTH
+from ..labelsafe import MAX_LABEL_LENGTH
 
 #: A string that may become a label value (msgspec refuses invalid UTF-8 and lone surrogates itself).
 LabelStr = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_LENGTH)]

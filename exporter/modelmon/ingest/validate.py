@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
@@ -24,8 +24,8 @@ from msgspec.structs import astuple
 
 from ..config import ModelConfig
 from ..events import EventBatch
+from ..labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string, shown_name
 from .body import DecodedBody, Malformed
-from .labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string, shown_name
 from .schema import batch_decoder, event_struct
 from .values import (
     canonical_class,
@@ -47,6 +47,21 @@ _TYPED_GETTERS = tuple(map(operator.attrgetter, (
     "version", "id", "timestamp", "latency_seconds", "error", "prediction", "label", "score", "probabilities",
     "features", "attributes", "attributions")))
 _INT_ONLY = frozenset({int})
+
+
+def _numbers(values: dict, names: Iterable[str], prefix: str) -> list[float | None]:
+    """The named numbers of one item (None where absent or null), checked one
+    by one so the refusal names the first bad field."""
+    out: list[float | None] = []
+    for name in names:
+        v = values.get(name)
+        if v is not None:
+            t = type(v)
+            if t is not float and t is not int:
+                raise ItemError("invalid_field", f"{prefix}.{name}: must be a number or null")
+            v = finite_number(v, f"{prefix}.{name}")
+        out.append(v)
+    return out
 
 
 class Rejection(NamedTuple):
@@ -192,16 +207,7 @@ class ItemValidator:
                     raise ItemError("unknown_feature",
                                     f"attributions.{shown_name(name)}: not a feature of model {self.model.name!r}")
                 unknown += 1
-        out = []
-        for name in self.attr_names:
-            v = attrs.get(name)
-            if v is not None:
-                t = type(v)
-                if t is not float and t is not int:
-                    raise ItemError("invalid_field", f"attributions.{name}: must be a number or null")
-                v = finite_number(v, f"attributions.{name}")
-            out.append(v)
-        return tuple(out), unknown
+        return tuple(_numbers(attrs, self.attr_names, "attributions")), unknown
 
     def _score_from(self, probs: Any) -> float | None:
         if type(probs) is not dict:
@@ -238,15 +244,7 @@ class ItemValidator:
             else:
                 unknown += 1
         get = feats.get
-        num_vals = []
-        for name in self.num_names:
-            v = get(name)
-            if v is not None:
-                t = type(v)
-                if t is not float and t is not int:
-                    raise ItemError("invalid_field", f"features.{name}: must be a number or null")
-                v = finite_number(v, f"features.{name}")
-            num_vals.append(v)
+        num_vals = _numbers(feats, self.num_names, "features")
         cat_vals = [category(get(name), f"features.{name}") for name in self.cat_names]
         if self.attr and group is None and self.attr in self.names:
             group = category(get(self.attr), f"features.{self.attr}")

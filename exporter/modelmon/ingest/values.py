@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from .labelsafe import ItemError, check_label, label_string
+from ..labelsafe import ItemError, check_label, label_string
 
 
 def canonical_class(value: Any, field_name: str = "prediction") -> str | None:
