@@ -6,6 +6,9 @@ Starts, each in its own process on loopback:
   for each instance),
 * ``modelmon serve`` with the proxy in front of it (feature, prediction and
   score extraction on unless ``--no-extract``),
+* a bare pass-through proxy on aiohttp (low-level server and pooled client,
+  nothing else): the floor of any proxy built on that library, so what
+  modelmon's proxy costs beyond it is its own,
 * Debian's ``nginx`` as a reference reverse proxy (one worker, upstream
   keep-alive, temp config),
 
@@ -17,6 +20,7 @@ also checks that the exporter recorded every proxied request.
     python bench/proxy.py                         # 3 rounds x 10 s per target
     python bench/proxy.py --duration 5 --rounds 1 --no-extract
     python bench/proxy.py --inference-us 1000   # a model that spends 1 ms of CPU per prediction
+    python bench/proxy.py --upstream stdlib     # the model server the issue measured (http.server, threads)
 
 Targets: proxy throughput >= 80 % of the model server alone, added latency
 p50 <= 1 ms and p99 <= 5 ms.  Note that on a 2-core machine the model
@@ -58,6 +62,63 @@ async def predict(request):
 app = web.Application()
 app.router.add_post("/v1/predict", predict)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+#: The model server of the issue's own measurement (4k req/s there): the standard library's threading server.
+UPSTREAM_STDLIB = r'''
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORK = float(sys.argv[2]) / 1e6
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def do_POST(self):
+        doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if WORK:
+            end = time.perf_counter() + WORK
+            while time.perf_counter() < end:
+                pass
+        preds = [{"label": int(x["age"] > 40), "score": round(min(1.0, x["age"] / 80), 4)} for x in doc["instances"]]
+        out = json.dumps({"predictions": preds}).encode()
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Model-Version: 3.1\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(out), out))
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+'''
+
+#: The floor of a proxy on aiohttp: its low-level server and pooled client, forwarding method, path,
+#: headers and body and nothing else (no framing checks, deadlines, capture, extraction or metrics).
+#: What modelmon's proxy costs beyond this is its own; what this costs is the library's.
+BARE_PROXY = r'''
+import asyncio, sys
+import aiohttp
+from aiohttp import web
+
+UPSTREAM = sys.argv[2]
+DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+async def main():
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60),
+                                    auto_decompress=False, skip_auto_headers=("Accept", "Accept-Encoding",
+                                    "User-Agent", "Content-Type"), cookie_jar=aiohttp.DummyCookieJar())
+
+    async def handle(request):
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP}
+        async with session.request(request.method, UPSTREAM + request.raw_path, headers=headers, data=body) as r:
+            data = await r.read()
+            out = {k: v for k, v in r.headers.items() if k.lower() not in DROP}
+            return web.Response(body=data, status=r.status, headers=out)
+
+    server = web.Server(handle, access_log=None)
+    await asyncio.get_running_loop().create_server(server, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
 '''
 
 NGINX = """
@@ -167,6 +228,9 @@ def main() -> None:
     ap.add_argument("--no-nginx", action="store_true")
     ap.add_argument("--inference-us", type=float, default=0.0,
                     help="CPU microseconds the model server spends per prediction (default 0: a bare JSON app)")
+    ap.add_argument("--upstream", choices=("aiohttp", "stdlib"), default="aiohttp",
+                    help="model server: a bare aiohttp app (default), or the standard library's threading "
+                         "server the issue measured (about 4k req/s there)")
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -176,9 +240,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        (d / "upstream.py").write_text(UPSTREAM)
+        (d / "upstream.py").write_text(UPSTREAM if args.upstream == "aiohttp" else UPSTREAM_STDLIB)
         (d / "post.lua").write_text(WRK_SCRIPT)
-        up_port, port, proxy_port, nginx_port = free_port(), free_port(), free_port(), free_port()
+        (d / "bare_proxy.py").write_text(BARE_PROXY)
+        up_port, port, proxy_port, nginx_port, bare_port = free_port(), free_port(), free_port(), free_port(), free_port()
         extract = "" if args.no_extract else """
   features: {age: "instances[*].age", income: "instances[*].income"}
   prediction: "predictions[*].label"
@@ -203,9 +268,12 @@ proxy:
             subprocess.Popen([sys.executable, "-m", "modelmon", "serve", "--config", str(d / "bench.yml"),
                               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env),
+            subprocess.Popen([sys.executable, str(d / "bare_proxy.py"), str(bare_port), f"http://127.0.0.1:{up_port}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
         ]
         targets = {"model server alone": f"http://127.0.0.1:{up_port}/v1/predict",
-                   "modelmon proxy": f"http://127.0.0.1:{proxy_port}/v1/predict"}
+                   "modelmon proxy": f"http://127.0.0.1:{proxy_port}/v1/predict",
+                   "bare aiohttp proxy": f"http://127.0.0.1:{bare_port}/v1/predict"}
         if nginx:
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 (d / sub).mkdir()
@@ -216,13 +284,15 @@ proxy:
         try:
             wait_port(up_port, procs[0])
             wait_port(proxy_port, procs[1])
+            wait_port(bare_port, procs[2])
             if nginx:
-                wait_port(nginx_port, procs[2])
+                wait_port(nginx_port, procs[3])
             for url in targets.values():  # warm-up: connections, pools, caches
                 run_wrk(wrk, url, d / "post.lua", 1, args.connections)
             load_before = loadavg()
             results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-            owners = {"model server alone": None, "modelmon proxy": procs[1], "nginx (reference)": procs[-1] if nginx else None}
+            owners = {"model server alone": None, "modelmon proxy": procs[1], "bare aiohttp proxy": procs[2],
+                      "nginx (reference)": procs[3] if nginx else None}
             for _ in range(args.rounds):
                 for name, url in targets.items():
                     watched = [procs[0]] + ([owners[name]] if owners[name] is not None else [])
@@ -255,7 +325,7 @@ proxy:
         return vals[len(vals) // 2]
 
     print(f"modelmon proxy benchmark: wrk, {args.connections} connections, {args.rounds} x {args.duration:g} s per target, "
-          f"extraction {'off' if args.no_extract else 'on'}, model inference {args.inference_us:g} us, "
+          f"extraction {'off' if args.no_extract else 'on'}, {args.upstream} model server, model inference {args.inference_us:g} us, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before {load_before}, after {load_after}")
     print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"

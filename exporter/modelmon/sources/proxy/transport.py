@@ -54,6 +54,10 @@ HOP_BY_HOP = frozenset({
 })
 #: Bodies up to this size are read whole before forwarding (one write instead of a stream).
 SMALL_BODY = 64 * 1024
+#: How long an idle upstream connection stays in the pool (nginx's upstream default).  aiohttp's own
+#: 15 s closes the whole pool after a quiet spell, and the burst of reconnects that follows can
+#: overflow a small listen backlog upstream (the standard library's is 5: a lost SYN costs 1 s).
+UPSTREAM_KEEPALIVE = 60.0
 #: Headers the client library would otherwise add to forwarded requests.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _OURS = web.RequestKey("modelmon.proxied", bool)
@@ -135,7 +139,8 @@ class ProxyTransport:
         s = self.settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.upstream_connections, limit_per_host=s.upstream_connections,
-                                           ttl_dns_cache=60, enable_cleanup_closed=False),
+                                           ttl_dns_cache=60, enable_cleanup_closed=False,
+                                           keepalive_timeout=UPSTREAM_KEEPALIVE),
             # connect: waiting for a pooled connection plus connecting; sock_read: each read of a response
             timeout=aiohttp.ClientTimeout(total=None, connect=s.upstream_timeout, sock_connect=s.upstream_timeout,
                                           sock_read=s.upstream_timeout),
