@@ -325,7 +325,8 @@ proxy:
         return vals[len(vals) // 2]
 
     print(f"modelmon proxy benchmark: wrk, {args.connections} connections, {args.rounds} x {args.duration:g} s per target, "
-          f"extraction {'off' if args.no_extract else 'on'}, {args.upstream} model server, model inference {args.inference_us:g} us, "
+          f"extraction {'off' if args.no_extract else 'on'}, {args.upstream} model server, "
+          f"model inference {args.inference_us:g} us, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before {load_before}, after {load_after}")
     print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"

@@ -301,6 +301,35 @@ def test_hop_by_hop_headers_dropped_and_one_framing_header_forwarded(proxy, upst
     assert names.count(b"content-length") == 1 and b"transfer-encoding" not in names and len(body) == 70000
 
 
+def test_unknown_expectation_is_417_and_100_continue_is_answered_by_the_proxy(proxy, upstream):
+    exp = proxy()
+    port = exp.proxy.port
+    smuggled = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
+    for expect in (b"999-nope", b"100-continue, 999-nope"):
+        answer = raw(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: " + expect +
+                     b"\r\n\r\nabc" + smuggled, timeout=2)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 417 "), answer
+        assert b"\r\nconnection: close" in head.lower() and answer.count(b"HTTP/1.") == 1  # closed, body unread
+        assert b"only 100-continue" in body
+    assert upstream.requests == []
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="expectation") == 2
+    # 100-continue: the proxy says go on, the client sends its body, upstream gets it without the Expect.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n"
+                  b"Connection: close\r\n\r\n")
+        interim = s.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"abc")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"abc"), out
+    head, body = upstream.requests[-1]
+    assert body == b"abc" and b"\r\nexpect:" not in head.lower()
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="expectation") == 2
+
+
 def test_upstream_breaking_off_gives_502_or_a_cut_connection_and_is_counted(proxy):
     exp = proxy(prediction="a")
     port = exp.proxy.port

@@ -190,6 +190,38 @@ def test_only_json_bodies_are_taken(plain):
     assert rejected(plain, "unsupported_media_type") == before + 4
 
 
+def test_only_utf8_bodies_are_taken(plain):
+    before = rejected(plain, "unsupported_media_type")
+    body = json.dumps([event(0, prediction="é")], ensure_ascii=False)
+    for ctype, shown in (("application/json; charset=latin-1", "latin-1"), ('application/json; charset="utf-16"', "utf-16"),
+                         ("application/json; charset=utf-8; charset=ISO-8859-1", "ISO-8859-1")):
+        r = requests.post(plain.url + EVENTS, data=body.encode("latin-1"), headers={"Content-Type": ctype}, timeout=5)
+        assert r.status_code == 415 and repr(shown) in r.json()["error"] and "UTF-8" in r.json()["error"], r.text
+    for ctype in ("application/json; charset=UTF-8", 'application/json; charset="utf-8"', "application/json; ;=;charset",
+                  "application/json ; foo=bar ; charset = Utf-8"):
+        assert post(plain, body.encode(), headers={"Content-Type": ctype}).status_code == 200, ctype
+    assert rejected(plain, "unsupported_media_type") == before + 3
+
+
+def test_unknown_expectation_is_417_before_the_body(plain):
+    before = rejected(plain, "malformed")
+    body = json.dumps([event(0)]).encode()
+    head = b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    answer = raw(plain, head + b"Expect: 999-nope\r\n\r\n" + body + head + b"Connection: close\r\n\r\n" + body)
+    assert statuses(answer) == [417], answer  # closed at once: the pipelined request is never run
+    assert b"\r\nconnection: close" in answer.split(b"\r\n\r\n")[0].lower()
+    assert rejected(plain, "malformed") == before + 1
+    # 100-continue: told to go on, then served.
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=3) as s:
+        s.sendall(head + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert statuses(out) == [200] and b'"accepted": 1' in out
+
+
 # --------------------------------------------------------------------------- 6: hostile JSON
 
 

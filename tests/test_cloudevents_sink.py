@@ -109,6 +109,23 @@ def test_structured_mode_and_oip_body(start: Callable[..., Exporter]) -> None:
     assert sample(exp, "modelmon_requests_total", model="churn", version="4") == 2
 
 
+def test_structured_mode_charset_and_binary_mode_payload_charset(start: Callable[..., Exporter]) -> None:
+    exp = start()
+    doc = {"specversion": "1.0", "id": "s-2", "type": "org.kubeflow.serving.inference.request", "source": "x",
+           "inferenceservicename": "fraud", "data": {"instances": [[12.5, "US"]]}}
+    r = requests.post(f"http://127.0.0.1:{exp.port}{PATH}", data=json.dumps(doc),
+                      headers={"Content-Type": "application/cloudevents+json; charset=latin-1"}, timeout=5)
+    assert r.status_code == 415 and "'latin-1'" in r.json()["error"] and "UTF-8" in r.json()["error"]
+    assert sample(exp, "modelmon_cloudevents_refused_total", reason="malformed") == 1
+    r = requests.post(f"http://127.0.0.1:{exp.port}{PATH}", data=json.dumps(doc),
+                      headers={"Content-Type": 'Application/CloudEvents+JSON ; charset="UTF-8"'}, timeout=5)
+    assert r.status_code == 200 and r.json() == {"accepted": 0, "joined": False}
+    # In binary mode the Content-Type is the served request's own: its charset is not the sink's to refuse.
+    r = post(exp, "request", {"instances": [[1.0, "DE"]]}, id_="b-1", **{"Content-Type": "application/json; charset=latin-1"})
+    assert r.status_code == 200
+    assert sample(exp, "modelmon_cloudevents_received_total", type="request") == 2
+
+
 def test_services_map_names_and_endpoints(start: Callable[..., Exporter]) -> None:
     exp = start(services=[{"inference_service": "fraud-detector", "model": "fraud",
                            "endpoints": {"default": "1.0", "canary": "1.1"}, "columns": ["country", "amount"]}])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
+from modelmon.httpfields import foreign_charset, media_type, unmet_expectation
 
 
 def write_reference(path: Path, rows: int = 400) -> Path:
@@ -343,3 +346,129 @@ def test_values_are_canonicalised(start):
     assert sample(exp, "modelmon_correct_predictions_total", model="fraud") == 2  # true == 1.0, 0 == false
     assert sample(exp, "modelmon_request_errors_total", model="fraud", reason="timeout") == 1
     assert sample(exp, "modelmon_request_errors_total", model="fraud", reason="error") == 1
+
+
+# --------------------------------------------------------------------------- header fields: charset, Expect
+
+
+@pytest.mark.parametrize("ctype", [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json; charset=UTF-8",
+    'application/json; charset="UTF-8"',
+    "Application/JSON ;  Charset = utf-8 ; foo=bar",
+    "application/x-ndjson; foo=bar; charset=utf8",
+    "application/json; ;=;charset",  # junk parameters are skipped, not a crash
+    'application/json; x="a;charset=latin-1"; charset=utf-8',  # a quoted ';' does not split
+    "application/json; charset=",
+])
+def test_utf8_or_no_charset_is_accepted(start, ctype):
+    exp = start()
+    r = post(exp, [good(0)], headers={"Content-Type": ctype})
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    assert not sample(exp, "modelmon_events_rejected_total", source="api", reason="unsupported_media_type")
+
+
+@pytest.mark.parametrize("ctype, shown", [
+    ("application/json; charset=latin-1", "latin-1"),
+    ('application/json; charset="ISO-8859-1"', "ISO-8859-1"),
+    ("application/json;charset=utf-16", "utf-16"),
+    ("application/x-ndjson; foo=1; charset=windows-1252", "windows-1252"),
+    ("application/json; charset=utf-8; charset=latin-1", "latin-1"),  # a second charset is not ignored
+])
+def test_other_charsets_are_415_naming_the_charset(start, ctype, shown):
+    exp = start()
+    body = json.dumps([good(0, prediction="é")]).encode("latin-1")  # what a latin-1 client would send
+    for path in ("/api/v1/events", "/api/v1/labels"):
+        r = post(exp, body, path=path, headers={"Content-Type": ctype})
+        assert r.status_code == 415, r.text
+        assert repr(shown) in r.json()["error"] and "UTF-8" in r.json()["error"]
+        assert "charset=utf-8" in r.json()["error"]
+    assert sample(exp, "modelmon_events_rejected_total", source="api", reason="unsupported_media_type") == 2
+    assert not sample(exp, "modelmon_events_rejected_total", source="api", reason="malformed")
+    assert not sample(exp, "modelmon_events_accepted_total", model="fraud", source="api")
+
+
+def test_a_long_charset_is_cut_in_the_message(start):
+    exp = start()
+    r = post(exp, [good(0)], headers={"Content-Type": "application/json; charset=" + "x" * 5000})
+    assert r.status_code == 415 and len(r.json()["error"]) < 250
+    assert sample(exp, "modelmon_events_rejected_total", source="api", reason="unsupported_media_type") == 1
+
+
+@pytest.mark.parametrize("value, mtype, charset", [
+    (None, "", None),
+    ("", "", None),
+    (";", "", None),
+    ("application/json; ;=;charset", "application/json", None),
+    ('application/json; charset="', "application/json", '"'),
+    ('application/json; charset="lat\\"in"; x', "application/json", 'lat"in'),
+    ("application/json; charset = ' latin-1 '", "application/json", "' latin-1 '"),
+    ("application/json;;;charset=latin-1;;", "application/json", "latin-1"),
+    ('a/b; charset="utf-8"; charset="utf-8"', "a/b", None),
+])
+def test_media_type_parsing_never_raises(value, mtype, charset):
+    mt = media_type(value)
+    assert mt.type == mtype and foreign_charset(mt) == charset
+
+
+def test_expect_members():
+    assert unmet_expectation([]) is None and unmet_expectation(["", " , "]) is None
+    assert unmet_expectation(["100-Continue"]) is None
+    assert unmet_expectation(["100-continue", "x=1"]) == "x=1"
+
+
+def _raw(exp: Exporter, data: bytes, then: bytes | None = None, timeout: float = 3.0) -> bytes:
+    """Send ``data``; once ``100 Continue`` arrives, ``then``; everything answered until the server closes."""
+    with socket.create_connection(("127.0.0.1", exp.port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+                if then is not None and b" 100 Continue\r\n\r\n" in out:
+                    s.sendall(then)
+                    then = None
+        except TimeoutError:
+            pass
+        return out
+
+
+def _head(path: str, body: bytes, *fields: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json", f"Content-Length: {len(body)}",
+             *fields]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("expect", ["999-nope", "100-continue, 999-nope", "100-continuex"])
+def test_unknown_expectation_is_417_closed_and_the_body_never_read(start, expect):
+    exp = start()
+    body = json.dumps([good(0)]).encode()
+    pipelined = _head("/api/v1/events", body, "Connection: close") + body
+    for path in ("/api/v1/events", "/api/v1/labels"):
+        answer = _raw(exp, _head(path, body, f"Expect: {expect}") + body + pipelined)
+        statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+        assert statuses == [417], answer  # answered at once, then closed: the pipelined request is not run
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert b"\r\nconnection: close" in head.lower()
+        assert "only 100-continue" in json.loads(payload)["error"]
+    assert sample(exp, "modelmon_events_rejected_total", source="api", reason="malformed") == 2
+    assert not sample(exp, "modelmon_events_accepted_total", model="fraud", source="api")
+
+
+def test_expect_100_continue_is_answered_before_the_body(start):
+    exp = start(max_body_bytes=2000)
+    body = json.dumps([good(0)]).encode()
+    answer = _raw(exp, _head("/api/v1/events", body, "Expect: 100-Continue", "Connection: close"), then=body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), answer
+    assert json.loads(answer.rsplit(b"\r\n\r\n", 1)[1])["accepted"] == 1
+    # A body over the limit, or a refused request, gets its final answer instead of 100 Continue.
+    big = b"[" + b" " * 3000 + b"]"
+    answer = _raw(exp, _head("/api/v1/events", big, "Expect: 100-continue"), then=big)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    answer = _raw(exp, _head("/api/v1/events", body, "Expect: 100-continue").replace(b"application/json", b"text/plain"),
+                  then=body)
+    assert answer.startswith(b"HTTP/1.1 415 "), answer
+    assert requests.post(url(exp), data=body, headers={"Content-Type": "application/json", "Expect": "100-continue"},
+                         timeout=5).status_code == 200
+    assert sample(exp, "modelmon_events_accepted_total", model="fraud", source="api") == 2

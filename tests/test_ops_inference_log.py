@@ -7,13 +7,19 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import math
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.events import EventBatch
 from modelmon.inference_log import InferenceLogger
@@ -132,6 +138,71 @@ def test_file_output_rotates(tmp_path: Path) -> None:
         assert p.stat().st_size <= 2000 + 1500  # at most one batch over the limit
         for line in p.read_text().splitlines():
             json.loads(line)
+
+
+def _scrape(exp: Exporter, name: str, **labels: str) -> float | None:
+    """The sum of the matching samples in the exporter's /metrics text (None: no such series)."""
+    values = [s.value for fam in text_string_to_metric_families(generate_latest(exp.registry).decode())
+              for s in fam.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(values) if values else None
+
+
+def _directory_gone(tmp_path: Path) -> tuple[Path, Callable[[], None]]:
+    target = tmp_path / "logs" / "inference.jsonl"
+    target.parent.mkdir()
+    return target, lambda: shutil.rmtree(target.parent)
+
+
+def _directory_in_the_way(tmp_path: Path) -> tuple[Path, Callable[[], None]]:
+    target = tmp_path / "inference.jsonl"
+    return target, target.mkdir
+
+
+def _disk_full(tmp_path: Path) -> tuple[Path, Callable[[], None]]:
+    full = Path("/dev/full")  # every write fails with ENOSPC, whoever writes (root included)
+    if not full.exists():
+        pytest.skip("no /dev/full here")
+    return full, lambda: None
+
+
+@pytest.mark.parametrize("broken", [_directory_gone, _directory_in_the_way, _disk_full])
+def test_failed_writes_are_counted_logged_once_and_the_events_still_monitored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        broken: Callable[[Path], tuple[Path, Callable[[], None]]]) -> None:
+    target, break_it = broken(tmp_path)
+    cfg = config_from_dict({"models": [{"name": "fraud", "version": "1.0"}],
+                            "logs": {"enabled": True, "output": str(target)}})
+    exp = Exporter(cfg)  # the config checks pass: the output is broken only now
+    try:
+        break_it()
+        with caplog.at_level(logging.WARNING):
+            exp.pipeline.submit(_batch(3))  # never raises into the pipeline
+            exp.pipeline.submit(_batch(4))
+        assert _scrape(exp, "modelmon_inference_log_write_failures_total") == 2
+        assert _scrape(exp, "modelmon_inference_log_lines_dropped_total") == 7
+        assert _scrape(exp, "modelmon_inference_log_lines_written_total") == 0
+        # The monitor counted every event all the same.
+        assert _scrape(exp, "modelmon_requests_total", model="fraud") == 7
+        # One warning for both failures (rate-limited), and no "listener failed" traceback from the pipeline.
+        assert [r.name for r in caplog.records] == ["modelmon.inference_log"], caplog.text
+        assert "modelmon_inference_log_write_failures_total" in caplog.records[0].getMessage()
+    finally:
+        exp.app.close()
+        exp.server.sock.close()
+
+
+def test_writes_resume_once_the_directory_is_back(tmp_path: Path) -> None:
+    target = tmp_path / "logs" / "inference.jsonl"
+    target.parent.mkdir()
+    logger = InferenceLogger(_cfg({"output": str(target)}))
+    shutil.rmtree(target.parent)
+    logger(_batch(3))
+    assert (logger.write_failures, logger.lines_dropped, logger.lines_written) == (1, 3, 0)
+    target.parent.mkdir()
+    logger(_batch(2))
+    logger.close()
+    assert (logger.write_failures, logger.lines_written) == (1, 2)
+    assert len(target.read_text().splitlines()) == 2
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from .collectors import build_registry
+from .collectors.inference_log import InferenceLogCollector
 from .config import Config, ConfigError, ModelConfig, listen_address
 from .datasets import DataError, load_table
 from .drift.reference import ReferenceProfile, build_profile
@@ -117,6 +118,8 @@ class Exporter:
         ctx = SourceContext(cfg=cfg, pipeline=self.pipeline, label_join=self.label_join, ready=self._ready.is_set)
         self.sources: dict[str, Source] = {spec.name: spec.build(ctx) for spec in SOURCES if spec.enabled(cfg)}
         collectors = [c for src in self.sources.values() for c in src.collectors()]
+        if self.inference_log is not None:
+            collectors.append(InferenceLogCollector(self.inference_log))
         self.registry = build_registry(self.pipeline, collectors, cfg.collectors.disabled())
         #: TLS, basic auth and headers from ``web:`` / ``--web.config.file`` (None when unset).
         self.security: WebSecurity | None = web_security(cfg)

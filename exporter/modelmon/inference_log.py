@@ -20,6 +20,13 @@ for features with ``log_value: true``, event attributes only when listed in
 ``logs.attributes``, and fields named in ``logs.hash_fields`` are replaced by a
 salted SHA-256, so logs can still be joined on a request id without holding
 it.  The logger never sees HTTP headers, so a bearer token cannot reach it.
+
+A write that fails (disk full, permission denied, the directory gone) loses
+that batch's lines only: the events have already reached the monitors, the
+failure is counted (``modelmon_inference_log_write_failures_total``, the lines
+in ``modelmon_inference_log_lines_dropped_total``) and logged at most once a
+minute, and the next batch tries again (a file is reopened, so a directory
+that comes back is written to again).
 """
 
 from __future__ import annotations
@@ -40,7 +47,11 @@ from typing import Any, TextIO
 from .config import Config, ConfigError
 from .events import EventBatch
 
+log = logging.getLogger(__name__)
+
 LOGGER_NAME = "modelmon.inference"
+#: Write failures are logged at most once per this many seconds (each is counted).
+FAILURE_LOG_INTERVAL = 60.0
 #: Top-level fields that may be hashed; ``features.NAME`` and ``attributes.NAME`` too.
 HASHABLE = ("request_id", "prediction", "score")
 
@@ -56,33 +67,65 @@ def _finite(x: Any) -> Any:
     return x
 
 
+class _Raising(logging.Handler):
+    """The standard handlers swallow a failed write (and print a traceback to stderr
+    for every record); these hand it to the sink instead, which counts it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the logging API's name
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            raise exc
+
+
+class _RaisingStream(_Raising, logging.StreamHandler):
+    pass
+
+
+class _RaisingRotatingFile(_Raising, logging.handlers.RotatingFileHandler):
+    pass
+
+
 class _LineSink:
     """Writes whole lines to stdout/stderr or a size-rotated file, thread-safely.
 
     The file case reuses the standard library's ``RotatingFileHandler`` (the
     rename-to-``.1`` scheme logrotate users know); a batch is written as one
     record, so a file can exceed ``max_bytes`` by at most one batch.
+    :meth:`write` raises the ``OSError`` of a failed write.
     """
 
     def __init__(self, output: str, max_bytes: int, backup_count: int, stream: TextIO | None = None):
         self.handler: logging.Handler
+        self.is_file = False
         if stream is not None:
-            self.handler = logging.StreamHandler(stream)
+            self.handler = _RaisingStream(stream)
         elif output in ("stdout", "-"):
-            self.handler = logging.StreamHandler(sys.stdout)
+            self.handler = _RaisingStream(sys.stdout)
         elif output == "stderr":
-            self.handler = logging.StreamHandler(sys.stderr)
+            self.handler = _RaisingStream(sys.stderr)
         else:
-            self.handler = logging.handlers.RotatingFileHandler(
+            self.is_file = True
+            self.handler = _RaisingRotatingFile(
                 output, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
             )
         self.handler.setFormatter(logging.Formatter("%(message)s"))
 
     def write(self, lines: list[str]) -> None:
-        self.handler.handle(logging.makeLogRecord({"msg": "\n".join(lines), "name": LOGGER_NAME}))
+        try:
+            self.handler.handle(logging.makeLogRecord({"msg": "\n".join(lines), "name": LOGGER_NAME}))
+        except (OSError, ValueError):
+            if self.is_file:  # drop what the failed write left buffered; the next write reopens the file
+                try:
+                    self.handler.close()
+                except (OSError, ValueError):
+                    pass
+            raise
 
     def close(self) -> None:
-        self.handler.close()
+        try:
+            self.handler.close()
+        except (OSError, ValueError):
+            pass
 
 
 class InferenceLogger:
@@ -105,6 +148,12 @@ class InferenceLogger:
         self.sink = _LineSink(output, lc.max_bytes, lc.backup_count, stream)
         self._lock = threading.Lock()
         self.lines_written = 0
+        #: Writes (one per batch) that failed, and the lines they lost.
+        self.write_failures = 0
+        self.lines_dropped = 0
+        self._clock = time.monotonic
+        self._last_failure_log: float | None = None
+        self._failures_unlogged = 0
 
     # ----------------------------------------------------------------- pieces
     def hash(self, value: Any) -> str:
@@ -178,10 +227,29 @@ class InferenceLogger:
         for i in range(len(batch)):
             if (outlying is not None and outlying[i]) or self.sampled(batch.ids[i], batch.errors[i] is not None):
                 lines.append(json.dumps(self.record(batch, i), default=str, separators=(",", ":")))
-        if lines:
+        if not lines:
+            return
+        try:
             self.sink.write(lines)
-            with self._lock:
-                self.lines_written += len(lines)
+        except (OSError, ValueError) as exc:  # ValueError: a stream that was closed under us
+            self._write_failed(exc, len(lines))
+            return
+        with self._lock:
+            self.lines_written += len(lines)
+
+    def _write_failed(self, exc: BaseException, n: int) -> None:
+        """Count a failed write; log it unless one was logged within :data:`FAILURE_LOG_INTERVAL`."""
+        now = self._clock()
+        with self._lock:
+            self.write_failures += 1
+            self.lines_dropped += n
+            self._failures_unlogged += 1
+            if self._last_failure_log is not None and now - self._last_failure_log < FAILURE_LOG_INTERVAL:
+                return
+            self._last_failure_log, failures, self._failures_unlogged = now, self._failures_unlogged, 0
+        log.warning("inference log write failed; the lines of %d batch(es) were dropped (counted in "
+                    "modelmon_inference_log_write_failures_total; logged at most every %.0f s)",
+                    failures, FAILURE_LOG_INTERVAL, extra={"error": str(exc) or type(exc).__name__})
 
     def close(self) -> None:
         self.sink.close()

@@ -82,7 +82,8 @@ class ProxyCollector:
                 "modelmon_proxy_rejected_requests",
                 "Requests and connections the proxy refused itself, by reason (framing: 400 for an ambiguous or "
                 "malformed request; connection_limit: 503 over proxy.max_connections; body_timeout: 408; "
-                "client_body: 400 for a body that broke off or was malformed mid-stream).",
+                "client_body: 400 for a body that broke off or was malformed mid-stream; expectation: 417 for an "
+                "Expect other than 100-continue).",
                 labels=["model", "reason"],
             )
             for reason, n in sorted(dict(self.proxy.rejected).items()):

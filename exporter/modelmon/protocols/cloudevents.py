@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..httpfields import media_type
 from . import Mapping, ProtocolError, kserve_v1, oip_v2
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -109,11 +110,16 @@ def _metadata(text: str) -> dict[str, str]:
     return out
 
 
+def is_structured(content_type: str | None) -> bool:
+    """Whether a request with this ``Content-Type`` carries a structured-mode CloudEvent."""
+    return media_type(content_type).type == STRUCTURED_CONTENT_TYPE
+
+
 def parse(headers: MappingType[str, str], body: bytes) -> CloudEvent:
     """A CloudEvent from an HTTP request (binary or structured mode); raises :class:`ProtocolError`."""
     h = {k.lower(): v for k, v in headers.items()}
     ctype = h.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
+    if is_structured(ctype):
         return _structured(body)
     missing = [a for a in REQUIRED if not h.get(f"ce-{a}")]
     if missing:

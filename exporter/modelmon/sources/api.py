@@ -13,8 +13,9 @@ Status codes: 200 when anything was accepted (or the batch was empty), 400
 when nothing was (the first item's problem is the message), 404 when every
 item names an unknown model (policy ``reject``), 401 without the configured
 bearer token, 413 for a body over ``ingest.max_body_bytes``, 415 for a
-``Content-Type`` other than ``application/json`` / ``application/x-ndjson``
-or an unsupported ``Content-Encoding``, 429 when
+``Content-Type`` other than ``application/json`` / ``application/x-ndjson``,
+a ``charset`` other than UTF-8 or an unsupported ``Content-Encoding``, 417 for
+an ``Expect`` other than ``100-continue`` (before the body is read), 429 when
 ``ingest.max_concurrent_requests`` bodies are already waiting for or in
 processing (one worker takes them in turn; a body is read in full, under
 the server's whole-body deadline, before it takes a slot), 503 while the
@@ -62,7 +63,7 @@ EVENTS_PATH = "/api/v1/events"
 LABELS_PATH = "/api/v1/labels"
 #: Header a client sets to be counted as ``source="client"`` instead of ``api``.
 SOURCE_HEADER = "X-Modelmon-Source"
-#: Media types a body may have (parameters such as ``charset=utf-8`` are allowed).
+#: Media types a body may have (parameters are allowed; a ``charset`` must be UTF-8).
 MEDIA_TYPES = ("application/json", "application/x-ndjson")
 LABEL_FIELDS = frozenset({"id", "label", "model"})
 #: At most this many refused items are listed in a response (all are counted).

@@ -13,8 +13,10 @@ Answers: 200 (taken: joined, or held for its partner), 400 for a body that is
 not a KServe inference CloudEvent, 404 for an InferenceService that maps to
 no model, plus the ingestion routes' own 401 / 413 / 415 / 429 / 503
 (:mod:`.guard`: the same token and limits as ``/api/v1/events``; any
-``Content-Type``, since the body is the logged payload).  The logger does not
-retry, so a refusal is final: every one is counted.
+``Content-Type``, since the body is the logged payload, whose declared charset
+is the served request's), and 415 for a structured-mode event (the envelope is
+read as JSON here) whose ``charset`` is not UTF-8.  The logger does not retry,
+so a refusal is final: every one is counted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..config import (
     cloudevents_model,
     protocol_mapping,
 )
+from ..httpfields import foreign_charset, media_type, shown
 from ..ingest import DecodedBody, EventValidator
 from ..pipeline import Pipeline
 from ..protocols import Mapping, ProtocolError
@@ -159,6 +162,11 @@ class CloudEventsSink:
         return json_error(status, message)
 
     def _handle(self, headers: dict[str, str], body: bytes) -> web.Response:
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        charset = foreign_charset(media_type(ctype)) if ce.is_structured(ctype) else None
+        if charset is not None:
+            return self._refuse("malformed", 415, f"structured CloudEvent with charset {shown(charset)!r}: "
+                                "the envelope is read as UTF-8 JSON (send charset=utf-8 or no charset)")
         try:
             ev = ce.parse(headers, body)
         except ProtocolError as exc:

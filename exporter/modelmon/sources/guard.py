@@ -1,12 +1,15 @@
 """What every ingestion route does before it looks at a body.
 
 In order: the bearer token (``ingest.token_env`` / ``ingest.token_file``,
-compared in constant time), readiness, the media type, the whole body within
+compared in constant time), readiness, the ``Expect`` field (only
+``100-continue``, answered with ``100 Continue`` just before the body is read,
+so a refused request's body is never sent), the media type and its
+``charset`` (UTF-8 or none: bodies are read as UTF-8 JSON), the whole body within
 ``ingest.max_body_bytes`` (and the server's whole-body deadline), load
 shedding at ``ingest.max_concurrent_requests`` bodies in progress, then
 ``Content-Encoding`` decoding; the route's handler runs in the worker thread
-(one: it takes the bodies in turn) with the decoded body.  Each refusal is answered (401, 503, 415, 413, 429,
-400) and counted once in ``modelmon_events_rejected_total{source,reason}``.
+(one: it takes the bodies in turn) with the decoded body.  Each refusal is answered (401, 503, 417, 415, 413,
+429, 400) and counted once in ``modelmon_events_rejected_total{source,reason}``.
 
 Shared by the ingestion API and the KServe CloudEvents sink, so both take the
 same token and limits; it is a helper of the sources, not a source.
@@ -23,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from ..config import Config, ConfigError
+from ..httpfields import expects_continue, foreign_charset, media_type, shown, unmet_expectation
 from ..ingest import (
     BodyError,
     BodyLimits,
@@ -67,8 +71,9 @@ def read_token(cfg: Config) -> str | None:
 class IngestGuard:
     """Token, readiness, media type, body limit, load shedding and decoding for one family of routes.
 
-    ``media_types`` are the accepted ``Content-Type`` values (parameters such as
-    ``charset`` allowed); ``None`` accepts any (a route whose body is an opaque payload).
+    ``media_types`` are the accepted ``Content-Type`` values (parameters allowed,
+    a ``charset`` only if it is UTF-8); ``None`` accepts any (a route whose body is
+    an opaque payload, whose declared type and charset are its sender's business).
     """
 
     def __init__(self, pipeline: Pipeline, cfg: Config, token: str | None, ready: Callable[[], bool],
@@ -100,14 +105,25 @@ class IngestGuard:
         if not self.ready():
             self.pipeline.reject(source, "overloaded")
             return json_error(503, "exporter is starting or stopping", headers={"Retry-After": "1", "Connection": "close"})
+        expectations = req.headers.getall("Expect", [])
+        unmet = unmet_expectation(expectations)
+        if unmet is not None:  # answered before the body, which is never read
+            self.pipeline.reject(source, "malformed")
+            resp = json_error(417, f"Expect {shown(unmet)!r} cannot be met: only 100-continue is supported",
+                              headers={"Connection": "close"})
+            resp.force_close()
+            return resp
         if self.media_types is not None:
-            media = (req.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-            if media not in self.media_types:
+            refused = self._media_refusal(req.headers.get("Content-Type"))
+            if refused is not None:
                 self.pipeline.reject(source, "unsupported_media_type")
-                shown = media[:64] or "none"
-                return json_error(415, f"Content-Type {shown!r} not accepted: send {' or '.join(self.media_types)}",
-                                  headers={"Connection": "close"})
+                return json_error(415, refused, headers={"Connection": "close"})
         limit = self.ing.max_body_bytes
+        length = req.content_length
+        if expects_continue(expectations) and req.version >= (1, 1) and (length is None or length <= limit):
+            # The client holds its body back until told to go on (a body over the limit gets its 413 instead).
+            await req.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            req.writer.output_size = 0  # the interim response is not part of the response's size
         try:
             raw = await read_body(req, limit)
         except BodyOverLimit:
@@ -123,6 +139,19 @@ class IngestGuard:
                 self._pool, self._decode_and_handle, raw, req.headers.get("Content-Encoding"), source, handle)
         finally:
             self.busy -= 1
+
+    def _media_refusal(self, content_type: str | None) -> str | None:
+        """Why a body of this ``Content-Type`` is refused (the 415 message), or None."""
+        assert self.media_types is not None
+        accepted = " or ".join(self.media_types)
+        mt = media_type(content_type)
+        if mt.type not in self.media_types:
+            return f"Content-Type {shown(mt.type) or 'none'!r} not accepted: send {accepted}"
+        charset = foreign_charset(mt)
+        if charset is not None:
+            return (f"Content-Type charset {shown(charset)!r} not accepted: bodies are read as UTF-8 "
+                    f"(send {accepted} with charset=utf-8 or no charset)")
+        return None
 
     def _decode_and_handle(self, raw: bytes, encoding: str | None, source: str, handle: Handler) -> web.Response:
         limit = self.ing.max_body_bytes

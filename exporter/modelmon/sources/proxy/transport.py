@@ -15,6 +15,10 @@ module guarantees, whatever the client sends:
 * deadlines, not per-read timeouts: a request's headers must arrive within
   ``header_timeout`` of the connection opening (or of the previous response),
   its body within ``body_timeout`` of its arrival (else 408);
+* ``Expect: 100-continue`` is answered by the proxy itself (``100 Continue``;
+  upstream never sees the field); any other expectation gets 417 and the
+  connection closed, the body unread (RFC 9110 section 10.1.1; counted as
+  ``expectation``);
 * at most ``max_connections`` client connections are open; more are answered
   503 and closed at once (counted as ``connection_limit``), so stalled sockets
   cost one file descriptor each and never a thread;
@@ -42,6 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 from yarl import URL
 
+from ...httpfields import expects_continue, shown, unmet_expectation
 from .extract import Exchange
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,8 @@ SMALL_BODY = 64 * 1024
 UPSTREAM_KEEPALIVE = 60.0
 #: Headers the client library would otherwise add to forwarded requests.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+#: Every value of the ``reason`` label of ``modelmon_proxy_rejected_requests_total``.
+REJECT_REASONS = ("framing", "connection_limit", "body_timeout", "client_body", "expectation")
 _OURS = web.RequestKey("modelmon.proxied", bool)
 _EMPTY: CIMultiDict[str] = CIMultiDict()
 
@@ -92,7 +99,7 @@ class ProxyTransport:
         #: Requests being proxied right now.
         self.in_flight = 0
         #: Requests and connections refused by the proxy itself, by reason.
-        self.rejected: dict[str, int] = {"framing": 0, "connection_limit": 0, "body_timeout": 0, "client_body": 0}
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         #: Client connections open now.
         self.open_connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,7 +191,12 @@ class ProxyTransport:
         s = self.settings
         headers = request.headers
         out = _forward_headers(headers)
-        if headers.get("Expect", "").lower() == "100-continue":
+        expectations = headers.getall("Expect", [])
+        unmet = unmet_expectation(expectations)
+        if unmet is not None:
+            return self._refuse(request, "expectation", 417,
+                                f"Expect {shown(unmet)!r} cannot be met: only 100-continue is supported")
+        if expects_continue(expectations) and request.version >= (1, 1):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body: bytes | AsyncIterator[bytes] | None = None
         captured: bytes | None = None
