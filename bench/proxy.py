@@ -21,6 +21,7 @@ also checks that the exporter recorded every proxied request.
     python bench/proxy.py --duration 5 --rounds 1 --no-extract
     python bench/proxy.py --inference-us 1000   # a model that spends 1 ms of CPU per prediction
     python bench/proxy.py --upstream stdlib     # the model server the issue measured (http.server, threads)
+    python bench/proxy.py --peers               # also a minimal asyncio+httptools forwarder (pip install httptools uvloop)
 
 Targets: proxy throughput >= 80 % of the model server alone, added latency
 p50 <= 1 ms and p99 <= 5 ms.  Note that on a 2-core machine the model
@@ -31,6 +32,7 @@ as much CPU per request as the Python model server behind it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -118,6 +120,77 @@ async def main():
     await asyncio.get_running_loop().create_server(server, "127.0.0.1", int(sys.argv[1]), backlog=1024)
     await asyncio.Event().wait()
 
+asyncio.run(main())
+'''
+
+#: A peer, not a product: a minimal forwarder on asyncio protocols and httptools (llhttp's C parser),
+#: one upstream connection per client connection, bodies kept for capture.  It has none of the
+#: proxy's guarantees (deadlines, caps, streaming, 502s); it shows what a proxy whose per-request
+#: path is a C parser plus a few Python callbacks costs on this machine.  Run only when httptools
+#: is installed (``--peers``; uvloop too for the second variant).
+HTTPTOOLS_PROXY = r'''
+import asyncio, sys, collections
+import httptools
+DROP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer", b"upgrade", b"proxy-connection"}
+UP_HOST, UP_PORT = sys.argv[2].split(":")
+captured = collections.deque(maxlen=10000)
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, client):
+        self.client = client; self.parser = httptools.HttpResponseParser(self); self.headers = []; self.body = []
+    def connection_made(self, t): self.t = t
+    def data_received(self, data): self.parser.feed_data(data)
+    def on_header(self, k, v):
+        if k.lower() not in DROP: self.headers.append(b"%s: %s\r\n" % (k, v))
+    def on_body(self, b): self.body.append(b)
+    def on_message_complete(self):
+        body = b"".join(self.body); status = self.parser.get_status_code()
+        self.client.respond(status, self.headers, body); self.headers = []; self.body = []
+    def connection_lost(self, exc): self.client.upstream_lost()
+
+class Client(asyncio.Protocol):
+    def __init__(self):
+        self.parser = httptools.HttpRequestParser(self); self.up = None; self.pending = collections.deque(); self.busy = False
+    def connection_made(self, t):
+        self.t = t
+        asyncio.ensure_future(self._connect())
+    async def _connect(self):
+        loop = asyncio.get_running_loop()
+        _, self.up = await loop.create_connection(lambda: Upstream(self), UP_HOST, int(UP_PORT))
+        self._next()
+    def data_received(self, data):
+        try: self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.t.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"); self.t.close()
+    def on_message_begin(self): self.url = b""; self.h = []; self.b = []
+    def on_url(self, u): self.url += u
+    def on_header(self, k, v):
+        if k.lower() not in DROP: self.h.append(b"%s: %s\r\n" % (k, v))
+    def on_body(self, b): self.b.append(b)
+    def on_message_complete(self):
+        body = b"".join(self.b)
+        head = b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n" % (
+            self.parser.get_method(), self.url, b"".join(self.h), len(body))
+        self.pending.append((head + body, body)); self._next()
+    def _next(self):
+        if self.busy or self.up is None or not self.pending: return
+        self.busy = True; msg, self.req_body = self.pending.popleft(); self.up.t.write(msg)
+    def respond(self, status, headers, body):
+        captured.append((self.req_body, body))
+        if self.t.is_closing():
+            return
+        self.t.write(b"HTTP/1.1 %d OK\r\n%sContent-Length: %d\r\n\r\n%s" % (status, b"".join(headers), len(body), body))
+        self.busy = False; self._next()
+    def upstream_lost(self): self.t.close()
+    def connection_lost(self, exc):
+        if self.up: self.up.t.close()
+
+async def main():
+    await asyncio.get_running_loop().create_server(Client, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await asyncio.Event().wait()
+if "uvloop" in sys.argv:
+    import uvloop
+    uvloop.install()
 asyncio.run(main())
 '''
 
@@ -231,6 +304,8 @@ def main() -> None:
     ap.add_argument("--upstream", choices=("aiohttp", "stdlib"), default="aiohttp",
                     help="model server: a bare aiohttp app (default), or the standard library's threading "
                          "server the issue measured (about 4k req/s there)")
+    ap.add_argument("--peers", action="store_true",
+                    help="also run the asyncio+httptools forwarder (and with uvloop), if those are installed")
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -271,9 +346,25 @@ proxy:
             subprocess.Popen([sys.executable, str(d / "bare_proxy.py"), str(bare_port), f"http://127.0.0.1:{up_port}"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
         ]
+        owners: dict[str, subprocess.Popen | None] = {"model server alone": None, "modelmon proxy": procs[1],
+                                                      "bare aiohttp proxy": procs[2]}
         targets = {"model server alone": f"http://127.0.0.1:{up_port}/v1/predict",
                    "modelmon proxy": f"http://127.0.0.1:{proxy_port}/v1/predict",
                    "bare aiohttp proxy": f"http://127.0.0.1:{bare_port}/v1/predict"}
+        if args.peers and importlib.util.find_spec("httptools"):
+            (d / "httptools_proxy.py").write_text(HTTPTOOLS_PROXY)
+            variants = [("asyncio+httptools", [])]
+            if importlib.util.find_spec("uvloop"):
+                variants.append(("asyncio+httptools+uvloop", ["uvloop"]))
+            for name, extra in variants:
+                peer_port = free_port()
+                proc = subprocess.Popen([sys.executable, str(d / "httptools_proxy.py"), str(peer_port),
+                                         f"127.0.0.1:{up_port}", *extra],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wait_port(peer_port, proc)
+                procs.append(proc)
+                targets[name] = f"http://127.0.0.1:{peer_port}/v1/predict"
+                owners[name] = proc
         if nginx:
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 (d / sub).mkdir()
@@ -281,18 +372,17 @@ proxy:
             procs.append(subprocess.Popen([nginx, "-p", str(d), "-c", str(d / "nginx.conf")],
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
             targets["nginx (reference)"] = f"http://127.0.0.1:{nginx_port}/v1/predict"
+            owners["nginx (reference)"] = procs[-1]
         try:
             wait_port(up_port, procs[0])
             wait_port(proxy_port, procs[1])
             wait_port(bare_port, procs[2])
             if nginx:
-                wait_port(nginx_port, procs[3])
+                wait_port(nginx_port, procs[-1])
             for url in targets.values():  # warm-up: connections, pools, caches
                 run_wrk(wrk, url, d / "post.lua", 1, args.connections)
             load_before = loadavg()
             results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-            owners = {"model server alone": None, "modelmon proxy": procs[1], "bare aiohttp proxy": procs[2],
-                      "nginx (reference)": procs[3] if nginx else None}
             for _ in range(args.rounds):
                 for name, url in targets.items():
                     watched = [procs[0]] + ([owners[name]] if owners[name] is not None else [])
@@ -325,15 +415,16 @@ proxy:
         return vals[len(vals) // 2]
 
     print(f"modelmon proxy benchmark: wrk, {args.connections} connections, {args.rounds} x {args.duration:g} s per target, "
-          f"extraction {'off' if args.no_extract else 'on'}, {args.upstream} model server, model inference {args.inference_us:g} us, "
+          f"extraction {'off' if args.no_extract else 'on'}, {args.upstream} model server, "
+          f"model inference {args.inference_us:g} us, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before {load_before}, after {load_after}")
-    print(f"{'':22s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"
+    print(f"{'':26s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}{'model us':>10s}{'proxy us':>10s}"
           "   (median of rounds; CPU per request; per round: req/s)")
     base = {k: median("model server alone", k) for k in ("rps", "p50", "p99")}
     for name in targets:
         errs = sum(r["non2xx"] for r in results[name])
-        print(f"{name:22s}{median(name, 'rps'):10.0f}{median(name, 'p50'):9.2f}{median(name, 'p99'):9.2f}{errs:8d}"
+        print(f"{name:26s}{median(name, 'rps'):10.0f}{median(name, 'p50'):9.2f}{median(name, 'p99'):9.2f}{errs:8d}"
               f"{median(name, 'upstream_cpu_us'):10.0f}{median(name, 'proxy_cpu_us'):10.0f}   "
               + " ".join(f"{r['rps']:.0f}" for r in results[name])
               + (f"  socket errors: {results[name][0]['socket_errors']}" if results[name][0]["socket_errors"] else ""))
@@ -341,7 +432,7 @@ proxy:
         if name == "model server alone":
             continue
         ratio = median(name, "rps") / base["rps"]
-        print(f"{name:22s} throughput {ratio:6.1%} of the model server alone; "
+        print(f"{name:26s} throughput {ratio:6.1%} of the model server alone; "
               f"added p50 {median(name, 'p50') - base['p50']:+.2f} ms, p99 {median(name, 'p99') - base['p99']:+.2f} ms")
     print("targets (modelmon proxy): throughput >= 80 %, added p50 <= 1 ms, added p99 <= 5 ms")
     print("CPU per request (us) is what each process spent per request served in that run: with the model server "
