@@ -159,6 +159,18 @@ def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return out
 
 
+def read_response(s: socket.socket) -> bytes:
+    """One whole response with a Content-Length from ``s``, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(1000)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+    while len(body) < length:
+        body += s.recv(1000)
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_thousand_stalled_connections_cost_no_thread_and_are_closed_at_the_header_deadline(proxy):
     exp = proxy(header_timeout_seconds=3)
     port = exp.proxy.port
@@ -180,11 +192,13 @@ def test_a_thousand_stalled_connections_cost_no_thread_and_are_closed_at_the_hea
         # The header deadline closes every one of them, although none was idle when it opened.
         wait_until(lambda: exp.proxy.open_connections <= 1, 15, 0.1, "stalled connections closed")
         stalled[0].settimeout(2)
+        assert stalled[0].recv(100).startswith(b"HTTP/1.1 408 ") and stalled[0].recv(1000).endswith(b"in time\"}")
         assert stalled[0].recv(100) == b""
     finally:
         for s in stalled:
             s.close()
     assert metric(exp, "modelmon_requests_total", model="m", version="unknown") == 1
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="header_timeout") == 1000
 
 
 def test_connections_over_the_cap_are_refused_at_once_and_counted(proxy):
@@ -244,6 +258,45 @@ def test_slowloris_head_and_stalled_body_meet_deadlines(proxy):
     assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 3
     assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="body_timeout") == 1
     assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).status_code == 200
+
+
+def test_overdue_heads_are_answered_408_and_counted_but_idle_keep_alive_is_not(proxy):
+    """Like the exporter's own server: a connection that started a head and
+    one opened and left silent get 408 at the head deadline and count as
+    ``header_timeout``; a kept-alive connection that goes quiet after a
+    completed exchange is closed without a word and not counted."""
+    exp = proxy(header_timeout_seconds=1)
+    port = exp.proxy.port
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="header_timeout") == 0
+    partial = socket.create_connection(("127.0.0.1", port), timeout=5)
+    partial.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+    silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+    idle.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept = socket.create_connection(("127.0.0.1", port), timeout=5)  # answered, then stalls on its next head
+    kept.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        for s in (idle, kept):
+            assert read_response(s).startswith(b"HTTP/1.1 200 OK")
+        kept.sendall(b"GET /ok HTTP/1.1\r\nHo")
+        # Normal requests through the proxy keep working while those wait.
+        assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).json() == {"ok": True}
+        answers = {}
+        for name, s in (("partial", partial), ("silent", silent), ("idle", idle), ("kept", kept)):
+            s.settimeout(5)
+            data = b""
+            while piece := s.recv(1000):
+                data += piece
+            answers[name] = data
+    finally:
+        for s in (partial, silent, idle, kept):
+            s.close()
+    for name in ("partial", "silent", "kept"):
+        assert answers[name].startswith(b"HTTP/1.1 408 Request Timeout\r\n"), name
+    assert answers["idle"] == b""  # closed, no answer: nothing was asked
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="header_timeout") == 3
+    assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).status_code == 200
+    assert metric(exp, "modelmon_requests_total", model="m", version="unknown") == 4
 
 
 FRAMING = {

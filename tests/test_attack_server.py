@@ -393,6 +393,23 @@ def test_silent_connections_are_closed_at_the_head_deadline(plain):
     assert refused(plain, "header_timeout") >= before + 100
 
 
+def test_a_quiet_kept_alive_connection_is_not_a_head_timeout(plain):
+    """After a completed exchange, a kept-alive connection owes nothing: it
+    is neither answered 408 nor counted at the head deadline (the proxy
+    listener behaves the same, tests/test_attack_proxy.py)."""
+    before = refused(plain, "header_timeout")
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=5) as s:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.settimeout(2.0)  # twice the 1 s head deadline
+        with pytest.raises(TimeoutError):
+            s.recv(4096)
+        s.settimeout(5)
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    assert refused(plain, "header_timeout") == before
+
+
 def test_100_simultaneous_connections_are_all_served_quickly(plain):
     barrier = threading.Barrier(100)
 

@@ -197,6 +197,71 @@ def test_an_all_missing_column_is_reported_while_the_others_are_scored(tmp_path:
     assert code == 1  # drift takes precedence
 
 
+
+def _vanished_column_files(tmp_path: Path) -> tuple[str, str]:
+    """Reference with columns a, b, c; the current file lost b and gained d."""
+    rng = np.random.default_rng(16)
+    ref = write_csv(tmp_path / "ref.csv", {"a": rng.normal(size=500).tolist(), "b": rng.normal(size=500).tolist(),
+                                           "c": rng.choice(list("xyz"), 500).tolist()})
+    cur = write_csv(tmp_path / "cur.csv", {"a": rng.normal(size=300).tolist(), "c": rng.choice(list("xyz"), 300).tolist(),
+                                           "d": rng.normal(size=300).tolist()})
+    return str(ref), str(cur)
+
+
+def test_a_reference_column_missing_from_the_current_file_is_an_unusable_column(tmp_path: Path, capsys) -> None:
+    """A feature that vanished from production data must not let a drift gate
+    pass: it is reported in every format and exits 3, while the columns both
+    files have are scored; a column only in the current file is listed as
+    ignored and does not change the exit status."""
+    ref, cur = _vanished_column_files(tmp_path)
+    code, doc, err = drift(capsys, "--reference", ref, "--current", cur, "--fail-on-drift")
+    assert code == 3, err
+    b = doc["features"]["b"]
+    assert (b["status"], b["drifted"], b["type"]) == ("error", None, "numerical")
+    assert b["error"] == f"column 'b' missing in current file {cur}"
+    assert doc["features"]["a"]["status"] == "ok" and doc["features"]["c"]["status"] == "ok"
+    assert "d" not in doc["features"] and doc["ignored_columns"] == ["d"]
+    assert doc["dataset"]["unusable_features"] == 1 and doc["dataset"]["total_features"] == 2
+    assert f"feature 'b' not scored: column 'b' missing in current file {cur}" in err
+
+    code, table, _ = drift(capsys, "--reference", ref, "--current", cur, "--format", "table")
+    assert code == 3 and isinstance(table, str)
+    lines = table.splitlines()
+    assert next(line for line in lines if line.startswith("b ")).split()[-1] == "error"
+    assert f"error: b: column 'b' missing in current file {cur}" in lines
+    assert "ignored (not in the reference, not scored): d" in lines
+
+    html_path = tmp_path / "report.html"
+    assert main(["drift", "--reference", ref, "--current", cur, "--format", "html", "-o", str(html_path)]) == 3
+    page = html_path.read_text()
+    assert f"not scored: column &#x27;b&#x27; missing in current file {cur}" in page and "not scored): d." in page
+
+    # The same through a frozen profile: its features are the reference columns.
+    prof = tmp_path / "ref.json"
+    assert main(["reference", "build", ref, "-o", str(prof)]) == 0
+    capsys.readouterr()
+    code, doc, _ = drift(capsys, "--reference", str(prof), "--current", cur)
+    assert code == 3 and doc["features"]["b"]["error"] == f"column 'b' missing in current file {cur}"
+    assert doc["ignored_columns"] == ["d"]
+
+
+def test_a_config_feature_missing_from_either_file_is_an_unusable_column(tmp_path: Path, capsys) -> None:
+    ref, cur = _vanished_column_files(tmp_path)
+    cfg = tmp_path / "m.yml"
+    cfg.write_text("models:\n- name: m\n  features:\n  - {name: a}\n  - {name: b}\n  - {name: d}\n"
+                   "  - {name: c, type: categorical}\n")
+    code, doc, err = drift(capsys, "--reference", ref, "--current", cur, "--config", str(cfg))
+    assert code == 3, err
+    f = doc["features"]
+    assert f["b"]["error"] == f"column 'b' missing in current file {cur}"
+    assert f["d"]["error"] == f"column 'd' missing in reference file {ref}"
+    assert (f["a"]["status"], f["c"]["status"]) == ("ok", "ok") and doc["ignored_columns"] == []
+    # Nothing left to score: bad input (exit 2) naming the columns.
+    cfg.write_text("models:\n- name: m\n  features:\n  - {name: b}\n")
+    code, _, err = drift(capsys, "--reference", ref, "--current", cur, "--config", str(cfg))
+    assert code == 2 and f"column 'b' missing in current file {cur}" in err
+
+
 # ------------------------------------------------------------ corrupt profiles
 @pytest.fixture
 def profile_file(tmp_path: Path) -> Path:

@@ -63,6 +63,25 @@ def test_gate_file_with_several_evaluation_checks_and_json(tmp_path: Path) -> No
                       "auc >= 0.8": "pass", "auc <= 0.999": "pass"}
 
 
+
+def test_a_drift_document_with_a_vanished_column_fails_the_gate(tmp_path: Path) -> None:
+    """``modelmon drift -o drift.json`` as evidence: the share of drifted
+    features counts scored features only, so a gate on it also bounds
+    ``dataset.unusable_features``, which counts a feature column missing from
+    the current data (it must not read as "no drift")."""
+    write(tmp_path / "ref.csv", "x,y\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(400)))
+    write(tmp_path / "cur.csv", "x\n" + "".join(f"{i % 7}\n" for i in range(400)))  # y vanished
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert main(["drift", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                     "-o", str(tmp_path / "drift.json")]) == 3
+    gate = write(tmp_path / "gate.yml", yaml.safe_dump({"evaluation": [
+        {"metric": "dataset.drifted_share", "max": 0.5}, {"metric": "dataset.unusable_features", "max": 0}]}))
+    code, out, _ = run_cli("--gate", gate, "--evaluation", str(tmp_path / "drift.json"), "--format", "json")
+    status = {c["rule"]: c["status"] for c in json.loads(out)["checks"]}
+    assert code == 1
+    assert status == {"dataset.drifted_share <= 0.5": "pass", "dataset.unusable_features <= 0": "fail"}
+
+
 @pytest.mark.parametrize("files, args, message", [
     ({}, ["--evaluation", "{d}/missing.json"], "cannot read"),
     ({"e.json": "{not json"}, ["--evaluation", "{d}/e.json"], "invalid JSON"),

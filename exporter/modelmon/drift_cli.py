@@ -9,9 +9,10 @@ agree.  Exit codes of ``modelmon drift``:
   without ``--fail-on-drift``;
 - 1: the dataset drifted and ``--fail-on-drift`` was given;
 - 2: bad input, nothing scored (a message naming the file, column or field);
-- 3: at least one column was unusable (all missing, non-finite, or a
-  statistic that is not finite); the other features were scored and are in
-  the output, and exit 1 takes precedence when the dataset also drifted.
+- 3: at least one column was unusable (absent from one of the files, all
+  missing, non-finite, or a statistic that is not finite); the other
+  features were scored and are in the output, and exit 1 takes precedence
+  when the dataset also drifted.
 
 This module only builds the parsers: the commands are in
 :mod:`modelmon.drift_commands`, which :mod:`modelmon.cli` imports when one of
@@ -32,7 +33,8 @@ def add_parser(sub: Any) -> None:
         "drift", help="compare a current data file with a reference (CI jobs, notebooks)",
         description="Per-feature and dataset drift of CUR against REF with the exporter's drift engine and "
                     "noise floors. Exit 0; 1 with --fail-on-drift when the dataset drifted; 2 on bad input "
-                    "(nothing scored); 3 when a column was unusable (the others are scored and printed).",
+                    "(nothing scored); 3 when a column was unusable or missing from a file (the others are "
+                    "scored and printed).",
     )
     d.add_argument("--reference", required=True, metavar="REF",
                    help="reference data (CSV, .jsonl, .parquet) or a profile (.json) from 'modelmon reference build'")

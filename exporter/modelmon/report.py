@@ -254,6 +254,8 @@ def render_html(doc: Mapping[str, Any], hists: Mapping[str, Histogram], title: s
                      "min_values: no verdict, not counted.")
     if ds.get("unusable_features"):
         notes.append(f"{ds['unusable_features']} feature(s) could not be scored (see below).")
+    if doc.get("ignored_columns"):
+        notes.append("Ignored (only in the current file, not scored): " + ", ".join(doc["ignored_columns"]) + ".")
     rows = []
     for name, f in feats.items():
         quality = f.get("out_of_range_ratio", f.get("new_category_ratio"))

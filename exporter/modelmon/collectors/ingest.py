@@ -81,7 +81,8 @@ class ProxyCollector:
             rejected = CounterMetricFamily(
                 "modelmon_proxy_rejected_requests",
                 "Requests and connections the proxy refused itself, by reason (framing: 400 for an ambiguous or "
-                "malformed request; connection_limit: 503 over proxy.max_connections; body_timeout: 408; "
+                "malformed request; connection_limit: 503 over proxy.max_connections; header_timeout: 408 for a "
+                "request head not complete in time; body_timeout: 408; "
                 "client_body: 400 for a body that broke off or was malformed mid-stream; expectation: 417 for an "
                 "Expect other than 100-continue).",
                 labels=["model", "reason"],

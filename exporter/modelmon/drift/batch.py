@@ -50,17 +50,19 @@ class BatchInputError(ValueError):
 
 
 def infer_features(ref: Table, cur: Table) -> list[FeatureConfig]:
-    """Features for the columns both tables share, in the reference's order.
+    """Features for every reference column, in the reference's order.
 
-    The reference column's Arrow type decides (the current column's when
-    the reference column is empty): a stray non-numeric value in the current
+    A reference column the current file lacks is still a feature, so the
+    batch command reports it as unusable instead of quietly scoring the rest
+    (a vanished production column must not pass a drift gate).  The
+    reference column's Arrow type decides (the current column's when the
+    reference column is empty): a stray non-numeric value in the current
     data is then a missing value, as the exporter counts it, instead of
     turning a numerical feature into a categorical one."""
     out = []
     for name in ref:
-        if name in cur:
-            col = ref[name] if not isinstance(ref[name], EmptyColumn) else cur[name]
-            out.append(FeatureConfig(name=name, type="categorical" if isinstance(col, CategoricalColumn) else "numerical"))
+        col = ref[name] if not isinstance(ref[name], EmptyColumn) or name not in cur else cur[name]
+        out.append(FeatureConfig(name=name, type=_kind(col)))
     return out
 
 
@@ -105,6 +107,8 @@ class BatchResult:
     types: dict[str, str] = field(default_factory=dict)
     #: Scored feature -> its (method, threshold) pairs, primary first.
     methods: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    #: Columns of the current file the reference lacks: nothing to compare them with.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -183,13 +187,14 @@ def run(
 ) -> BatchResult:
     """Score ``current`` against ``reference`` (a data file or a profile).
 
-    ``features`` come from a config; without them every shared column is a
-    feature, typed by :func:`infer_features` (or by the profile); features
-    named in ``optional`` may be absent from the current file.  Each method
-    is scored only on at least as many values as the exporter requires
-    (``drift.min_samples`` and the method's noise floor).  A feature whose
-    column has no usable value is left out of scoring and listed in
-    ``column_errors``; the others are scored.  Raises
+    ``features`` come from a config; without them every reference column
+    (or profile feature) is a feature, typed by :func:`infer_features` (or
+    by the profile); features named in ``optional`` may be absent from the
+    current file.  Each method is scored only on at least as many values as
+    the exporter requires (``drift.min_samples`` and the method's noise
+    floor).  A feature whose column is missing from either file or has no
+    usable value is left out of scoring and listed in ``column_errors``; the
+    others are scored.  Current columns the reference lacks are ``ignored``.  Raises
     :class:`BatchInputError` / :class:`~modelmon.datasets.DataError` with a
     message naming the file and column for input nothing can be scored on.  ``prepare_profile(profile, table)``
     runs on a profile built from a raw reference file (to fit more sections).
@@ -197,17 +202,20 @@ def run(
     drift = drift or DriftConfig()
     declared = {f.name: f.type for f in features} if features is not None else {}
     errors: dict[str, str] = {}
+    inferred = features is None  # every reference column is a feature
     if looks_like_profile(reference):
         profile = load_reference_profile(reference)
         types = declared or {n: p.type for n, p in profile.features.items()}
         cur = load_table(current, types=types, on_non_numeric="missing")
+        known = list(profile.features)
         if features is None:
-            features = [FeatureConfig(name=n, type=p.type) for n, p in profile.features.items() if n in cur]
-        missing = [f.name for f in features if f.name not in profile.features]
-        if missing:
-            raise BatchInputError(f"{reference}: the profile has no feature {', '.join(missing)}")
+            features = [FeatureConfig(name=n, type=p.type) for n, p in profile.features.items()]
+        for f in features:
+            if f.name not in profile.features:
+                errors[f.name] = f"column {f.name!r} missing in reference profile {reference}"
     else:
         ref = load_table(reference, types=declared, on_non_numeric="error")
+        known = list(ref)
         if features is None:
             # The reference decides the current file's types (infer_features).
             ref_types = {n: _kind(c) for n, c in ref.columns.items() if not isinstance(c, EmptyColumn)}
@@ -215,13 +223,13 @@ def run(
             features = infer_features(ref, cur)
         else:
             cur = load_table(current, types=declared, on_non_numeric="missing")
-        absent = [f.name for f in features if f.name not in ref]
-        if absent:
-            raise BatchInputError(f"{reference}: no column {', '.join(repr(m) for m in absent)}")
         for f in features:
-            why = _unusable(ref[f.name], f.type)
-            if why:
+            if f.name not in ref:
+                errors[f.name] = f"column {f.name!r} missing in reference file {reference}"
+            elif why := _unusable(ref[f.name], f.type):
                 errors[f.name] = f"{reference}: column {f.name!r} {why}"
+        # Columns the current file lacks are profiled all the same: the
+        # profile is the one `modelmon reference build` makes of this file.
         usable = [f for f in features if f.name not in errors]
         try:
             profile = build_profile(ref, usable, bins=drift.bins, sample_size=max(drift.reference_sample_size, ref.rows),
@@ -233,14 +241,14 @@ def run(
         del ref  # the profile holds what scoring needs; free the raw columns before encoding the current file
     optional = set(optional)
     features = [f for f in features if f.name in cur or f.name not in optional]
-    if not features:
+    if inferred and not any(f.name in cur for f in features):
         raise BatchInputError(f"{reference} and {current} share no columns")
-    absent = [f.name for f in features if f.name not in cur]
-    if absent:
-        raise BatchInputError(f"{current}: no column {', '.join(repr(m) for m in absent)}")
     for f in features:
-        why = _unusable(cur[f.name], f.type) if f.name not in errors else None
-        if why:
+        if f.name in errors:
+            continue
+        if f.name not in cur:
+            errors[f.name] = f"column {f.name!r} missing in current file {current}"
+        elif why := _unusable(cur[f.name], f.type):
             errors[f.name] = f"{current}: column {f.name!r} {why}"
     scored = [f for f in features if f.name not in errors]
     if not scored:
@@ -251,9 +259,11 @@ def run(
         raise BatchInputError(str(exc).strip("'\"")) from None
     win = encode(engine, cur)
     report = engine.compute("batch", win.size, win.columns, win.counts)
+    watched = {f.name for f in features}
     return BatchResult(report=report, profile=profile, current=cur, column_errors=errors,
                        types={f.name: f.type for f in features},
-                       methods={p.name: list(p.methods) for p in engine.plans})
+                       methods={p.name: list(p.methods) for p in engine.plans},
+                       ignored=[n for n in cur if n not in known and n not in watched])
 
 
 def _kind(col: Any) -> str:
@@ -282,7 +292,9 @@ def report_json(result: BatchResult) -> dict[str, Any]:
     ``statistic`` and ``drifted`` are null, and the feature does not count
     toward dataset drift) or ``"error"`` (``error`` says why: an unusable
     column, or a statistic that is not finite).  ``dataset.total_features``
-    counts the features with a verdict."""
+    counts the features with a verdict; a column missing from either file
+    is an ``"error"`` (an unusable feature).  ``ignored_columns`` lists the
+    current file's columns the reference lacks."""
     report, profile = result.report, result.profile
     feats: dict[str, Any] = {}
     total = drifted = below = unusable = 0
@@ -345,6 +357,8 @@ def report_json(result: BatchResult) -> dict[str, Any]:
         },
         "reference": {"rows": profile.rows, "profile_hash": profile.hash},
         "current": {"rows": result.rows},
+        # Only in the current file: no reference to compare with, so not scored.
+        "ignored_columns": list(result.ignored),
     }
 
 
@@ -373,4 +387,6 @@ def report_table(doc: Mapping[str, Any]) -> str:
     for name, f in doc["features"].items():
         if f["status"] == "error":
             lines.append(f"error: {name}: {f['error']}")
+    if doc.get("ignored_columns"):
+        lines.append(f"ignored (not in the reference, not scored): {', '.join(doc['ignored_columns'])}")
     return "\n".join(lines)

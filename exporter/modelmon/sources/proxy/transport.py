@@ -14,7 +14,12 @@ module guarantees, whatever the client sends:
   forwarded either way, as RFC 9110 section 7.6.1 requires;
 * deadlines, not per-read timeouts: a request's headers must arrive within
   ``header_timeout`` of the connection opening (or of the previous response),
-  its body within ``body_timeout`` of its arrival (else 408);
+  its body within ``body_timeout`` of its arrival (else 408).  A connection
+  whose head is overdue is answered 408, closed and counted as
+  ``header_timeout`` when it is new (nothing sent yet: a socket opened and
+  left silent) or has started sending a head; a kept-alive connection that
+  stays quiet after a completed exchange is closed without a word and not
+  counted, as the exporter's own server does;
 * ``Expect: 100-continue`` is answered by the proxy itself (``100 Continue``;
   upstream never sees the field); any other expectation gets 417 and the
   connection closed, the body unread (RFC 9110 section 10.1.1; counted as
@@ -43,6 +48,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -66,7 +72,7 @@ UPSTREAM_KEEPALIVE = 60.0
 #: Headers the client library would otherwise add to forwarded requests.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 #: Every value of the ``reason`` label of ``modelmon_proxy_rejected_requests_total``.
-REJECT_REASONS = ("framing", "connection_limit", "body_timeout", "client_body", "expectation")
+REJECT_REASONS = ("framing", "connection_limit", "header_timeout", "body_timeout", "client_body", "expectation")
 _OURS = web.RequestKey("modelmon.proxied", bool)
 _EMPTY: CIMultiDict[str] = CIMultiDict()
 
@@ -109,6 +115,8 @@ class ProxyTransport:
         self._session: aiohttp.ClientSession | None = None
         self._server: asyncio.AbstractServer | None = None
         self._web: web.Server | None = None
+        #: What every client connection's protocol (:class:`_ProxyConnection`) is built with.
+        self._connection_args: dict[str, Any] = {}
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -153,11 +161,14 @@ class ProxyTransport:
                                           sock_read=s.upstream_timeout),
             auto_decompress=False, skip_auto_headers=_NO_AUTO_HEADERS, cookie_jar=aiohttp.DummyCookieJar(),
         )
-        self._web = _CountingServer(
-            self._handle, self,
-            keepalive_timeout=s.header_timeout,  # closes a connection still waiting for a complete request head
+        loop = asyncio.get_running_loop()
+        self._web = _CountingServer(self._handle, self, handler_cancellation=True, loop=loop)
+        self._connection_args = dict(
+            loop=loop,
+            # The head deadline is _ProxyConnection's (it counts what it closes); aiohttp's own idle
+            # timer, which would close the same connections silently, only backs it up.
+            keepalive_timeout=2 * s.header_timeout,
             logger=_QuietLogger(log), access_log_class=_access_logger_for(self), access_log=log,
-            handler_cancellation=True,
             lingering_time=0,  # a refused request's unread body is not waited for: close at once
             auto_decompress=False,  # a gzip request body goes upstream as it came, with its Content-Encoding
         )
@@ -176,16 +187,21 @@ class ProxyTransport:
         if self.open_connections >= self.settings.max_connections:
             self.rejected["connection_limit"] += 1
             return _Refuse()
-        return self._web()
+        return _ProxyConnection(self._web, self, **self._connection_args)
 
     # ------------------------------------------------------------ one request
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         request[_OURS] = True
+        conn = request.protocol
+        if isinstance(conn, _ProxyConnection):
+            conn.request_started()
         self.in_flight += 1
         try:
             return await self._proxy(request, time.time(), time.perf_counter())
         finally:
             self.in_flight -= 1
+            if isinstance(conn, _ProxyConnection):
+                conn.request_finished()
 
     async def _proxy(self, request: web.BaseRequest, t0: float, start: float) -> web.StreamResponse:
         s = self.settings
@@ -399,6 +415,74 @@ class _CountingServer(web.Server):
         super().connection_lost(handler, exc)
 
 
+class _ProxyConnection(RequestHandler):
+    """aiohttp's per-connection protocol plus the request-head deadline.
+
+    aiohttp's keep-alive timer alone would close an overdue connection
+    silently and cannot tell a stalled head from an idle kept-alive
+    connection; this one answers 408 and counts ``header_timeout`` for a new
+    connection or one that has started sending a head, and closes a quiet
+    kept-alive connection without either (the exporter's server does the
+    same).  The deadline runs from the connection opening, then from the end
+    of each exchange."""
+
+    def __init__(self, manager: web.Server, proxy: ProxyTransport, **kwargs: Any):
+        super().__init__(manager, **kwargs)
+        self.proxy = proxy
+        self.in_request = False
+        #: An exchange has started on this connection (so a quiet spell is idle keep-alive).
+        self.served = False
+        #: Bytes of a request head arrived since the last exchange.
+        self.head_started = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if data and not self.in_request:
+            self.head_started = True
+        super().data_received(data)
+
+    def request_started(self) -> None:
+        self.in_request = self.served = True
+        self.head_started = False
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.in_request = False
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.proxy.settings.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if self.in_request or transport is None or transport.is_closing():
+            return
+        if self.head_started or not self.served:
+            self.proxy.rejected["header_timeout"] += 1
+            transport.write(_HEAD_TIMEOUT)
+        self.force_close()
+        transport.close()
+
+
+_HEAD_TIMEOUT_BODY = b'{"error": "request head not received in time"}'
+_HEAD_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY))
 _BUSY_BODY = b'{"error": "too many open connections"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
          b"Retry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
