@@ -322,8 +322,9 @@ class ExporterApp:
 
 # --------------------------------------------------------------------------- connections
 
+_REQUEST_TIMEOUT_BODY = b'{"error": "request head not received in time"}'
 _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                    b"Content-Length: 45\r\n\r\n" + b'{"error": "request head not received in time"}'[:45])
+                    b"Content-Length: %d\r\n\r\n%s" % (len(_REQUEST_TIMEOUT_BODY), _REQUEST_TIMEOUT_BODY))
 _BUSY_BODY = b'{"error": "too many connections; retry later"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
