@@ -1,20 +1,29 @@
-"""The proxy's HTTP transport: an aiohttp listener in front of one upstream.
+"""The proxy's HTTP transport: asyncio protocols and llhttp in front of one upstream.
+
+Every client connection is a :class:`ClientConnection`; requests are parsed
+with llhttp (Node.js's C parser, through ``httptools``) and go to the model
+server over pooled connections (:mod:`.upstream`).  The per-request path is
+the C parser plus a handful of Python callbacks, so the proxy costs about
+what nginx costs per request rather than what a general-purpose HTTP
+framework does (``bench/proxy.py`` measures both in the same run).
 
 Requests stream through in both directions; a body is held in memory only
 when it is small (``SMALL_BODY``) or when the extractor wants it and it fits
 ``max_capture`` (then it is also handed over for extraction).  What this
 module guarantees, whatever the client sends:
 
-* framing is strict: aiohttp's parser refuses ``Content-Length`` together with
-  ``Transfer-Encoding``, several or non-numeric lengths and bad chunk sizes
-  with a 400 (counted as ``framing``); upstream gets exactly one framing
-  header, chosen by the client library for the body it actually sends;
+* framing is strict: llhttp refuses ``Content-Length`` together with
+  ``Transfer-Encoding``, several or non-numeric lengths, bad chunk sizes,
+  bare LF line ends and malformed heads; the proxy answers 400 and closes
+  (counted as ``framing``), as it does for heads over ``MAX_HEAD`` bytes (431)
+  and request targets that are not a path (400); upstream gets exactly one
+  framing header, for the body it actually sends;
 * hop-by-hop headers (``Connection`` and those it names, ``Keep-Alive``,
   ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``) are not
   forwarded either way, as RFC 9110 section 7.6.1 requires;
-* deadlines, not per-read timeouts: a request's headers must arrive within
+* deadlines, not per-read timeouts: a request's head must arrive within
   ``header_timeout`` of the connection opening (or of the previous response),
-  its body within ``body_timeout`` of its arrival (else 408).  A connection
+  its body within ``body_timeout`` of its head (else 408).  A connection
   whose head is overdue is answered 408, closed and counted as
   ``header_timeout`` when it is new (nothing sent yet: a socket opened and
   left silent) or has started sending a head; a kept-alive connection that
@@ -30,7 +39,10 @@ module guarantees, whatever the client sends:
 * an upstream that is unreachable or breaks off before the proxy has sent the
   response head gives the client a 502 (504 on timeout); once the head is out,
   the client connection is closed mid-body (the client sees a truncated
-  response, never a wrong one) and the exchange counts as an error.
+  response, never a wrong one) and the exchange counts as an error.  A
+  kept-alive upstream connection that turns out closed before answering is
+  retried once on a new one when the request was held whole;
+* pipelined requests are answered in order, one exchange at a time.
 """
 
 from __future__ import annotations
@@ -39,42 +51,45 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_protocol import RequestHandler
+import httptools
 from multidict import CIMultiDict
-from yarl import URL
 
 from ...httpfields import expects_continue, shown, unmet_expectation
 from .extract import Exchange
+from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
 
 #: Headers that describe one connection, not the message (RFC 9110 section 7.6.1), the
-#: framing headers (the client library writes its own), and ``Expect``, which the proxy answers.
+#: framing headers (the proxy writes its own), and ``Expect``, which the proxy answers.
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "expect", "content-length",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"expect", b"content-length",
 })
 #: Bodies up to this size are read whole before forwarding (one write instead of a stream).
 SMALL_BODY = 64 * 1024
-#: How long an idle upstream connection stays in the pool (nginx's upstream default).  aiohttp's own
-#: 15 s closes the whole pool after a quiet spell, and the burst of reconnects that follows can
-#: overflow a small listen backlog upstream (the standard library's is 5: a lost SYN costs 1 s).
+#: Largest request head (request line and header fields) taken; larger ones get 431.
+MAX_HEAD = 64 * 1024
+#: Bytes of pipelined requests held while an earlier one is answered, before reading pauses.
+MAX_QUEUED_BODY = 1024 * 1024
+#: How long an idle upstream connection stays in the pool (nginx's upstream default).  A short
+#: keep-alive closes the whole pool after a quiet spell, and the burst of reconnects that follows
+#: can overflow a small listen backlog upstream (the standard library's is 5: a lost SYN costs 1 s).
 UPSTREAM_KEEPALIVE = 60.0
-#: Headers the client library would otherwise add to forwarded requests.
-_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-#: Every value of the ``reason`` label of ``modelmon_proxy_rejected_requests_total``.
+#: Every value of the ``reason`` label of the proxy's own refusals.
 REJECT_REASONS = ("framing", "connection_limit", "header_timeout", "body_timeout", "client_body", "expectation")
-_OURS = web.RequestKey("modelmon.proxied", bool)
 _EMPTY: CIMultiDict[str] = CIMultiDict()
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 417: b"Expectation Failed",
+            431: b"Request Header Fields Too Large", 502: b"Bad Gateway", 504: b"Gateway Timeout"}
 
 
 @dataclass
@@ -100,23 +115,27 @@ class ProxyTransport:
         self.sock = sock
         self.settings = settings
         self.record = record
-        u = URL(settings.upstream)
-        self._base = str(u.with_path(u.path.rstrip("/"), encoded=True)).rstrip("/")
+        u = urlsplit(settings.upstream)
+        self.tls = ssl.create_default_context() if u.scheme == "https" else None
+        self.host = u.hostname or "127.0.0.1"
+        self.upstream_port = u.port or (443 if self.tls is not None else 80)
+        #: Prefixed to every forwarded path (an upstream URL with a path mounts the model server there).
+        self.base_path = u.path.rstrip("/").encode("utf-8", "surrogateescape")
+        #: Host field for clients that sent none (HTTP/1.0); others keep theirs.
+        self.host_field = u.netloc.rpartition("@")[2].encode("idna")
         #: Requests being proxied right now.
         self.in_flight = 0
         #: Requests and connections refused by the proxy itself, by reason.
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         #: Client connections open now.
         self.open_connections = 0
+        self.pool: UpstreamPool | None = None
+        self.connections: set[ClientConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._web: web.Server | None = None
-        #: What every client connection's protocol (:class:`_ProxyConnection`) is built with.
-        self._connection_args: dict[str, Any] = {}
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -137,7 +156,7 @@ class ProxyTransport:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            loop.run_until_complete(self._setup())
+            loop.run_until_complete(self._setup(loop))
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             self._failure = exc
             self._started.set()
@@ -147,251 +166,579 @@ class ProxyTransport:
         try:
             loop.run_forever()
         finally:
-            loop.run_until_complete(self._teardown())
+            self._teardown()
+            loop.run_until_complete(asyncio.sleep(0))  # let the closing transports finish
             loop.close()
 
-    async def _setup(self) -> None:
+    async def _setup(self, loop: asyncio.AbstractEventLoop) -> None:
         s = self.settings
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.upstream_connections, limit_per_host=s.upstream_connections,
-                                           ttl_dns_cache=60, enable_cleanup_closed=False,
-                                           keepalive_timeout=UPSTREAM_KEEPALIVE),
-            # connect: waiting for a pooled connection plus connecting; sock_read: each read of a response
-            timeout=aiohttp.ClientTimeout(total=None, connect=s.upstream_timeout, sock_connect=s.upstream_timeout,
-                                          sock_read=s.upstream_timeout),
-            auto_decompress=False, skip_auto_headers=_NO_AUTO_HEADERS, cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        loop = asyncio.get_running_loop()
-        self._web = _CountingServer(self._handle, self, handler_cancellation=True, loop=loop)
-        self._connection_args = dict(
-            loop=loop,
-            # The head deadline is _ProxyConnection's (it counts what it closes); aiohttp's own idle
-            # timer, which would close the same connections silently, only backs it up.
-            keepalive_timeout=2 * s.header_timeout,
-            logger=_QuietLogger(log), access_log_class=_access_logger_for(self), access_log=log,
-            lingering_time=0,  # a refused request's unread body is not waited for: close at once
-            auto_decompress=False,  # a gzip request body goes upstream as it came, with its Content-Encoding
-        )
-        self._server = await asyncio.get_running_loop().create_server(self._protocol, sock=self.sock, backlog=1024)
+        self.pool = UpstreamPool(loop, self.host, self.upstream_port, self.tls, s.upstream_connections,
+                                 s.upstream_timeout, s.upstream_timeout, UPSTREAM_KEEPALIVE)
+        self._server = await loop.create_server(self._protocol, sock=self.sock, backlog=1024)
 
-    async def _teardown(self) -> None:
+    def _teardown(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._web is not None:
-            await self._web.shutdown(1.0)
-        if self._session is not None:
-            await self._session.close()
+        for conn in list(self.connections):
+            conn.close()
+        if self.pool is not None:
+            self.pool.close()
 
     def _protocol(self) -> asyncio.BaseProtocol:
-        assert self._web is not None
         if self.open_connections >= self.settings.max_connections:
             self.rejected["connection_limit"] += 1
             return _Refuse()
-        return _ProxyConnection(self._web, self, **self._connection_args)
+        return ClientConnection(self)
 
-    # ------------------------------------------------------------ one request
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request[_OURS] = True
-        conn = request.protocol
-        if isinstance(conn, _ProxyConnection):
-            conn.request_started()
-        self.in_flight += 1
+
+@dataclass(eq=False)
+class _Request:
+    """One request of a client connection, from its head to its response's end."""
+
+    t0: float
+    start: float
+    method: bytes = b""
+    target: bytes = b""
+    http11: bool = True
+    keep_alive: bool = True
+    raw_headers: list[tuple[bytes, bytes]] | None = None
+    headers: CIMultiDict[str] | None = None
+    #: Content-Length of the body; None with chunked framing or no body.
+    length: int | None = None
+    chunked: bool = False
+    #: Held whole before sending upstream (else streamed as it comes).
+    whole: bool = True
+    body: list[bytes] | None = None
+    body_bytes: int = 0
+    #: Bytes of the body held while the request waits (its share of ``queued_bytes``).
+    held: int = 0
+    complete: bool = False
+    #: Request body kept for extraction (None: not wanted or over ``max_capture``).
+    capture: list[bytes] | None = None
+    #: The proxy's own answer instead of the upstream's: (reason counted, status, message).
+    refusal: tuple[str | None, int, str] | None = None
+    continue_pending: bool = False
+    upstream: UpstreamConnection | None = None
+    retried: bool = False
+    # the response
+    status: int = 0
+    response_headers: CIMultiDict[str] | None = None
+    response_head: bytes = b""
+    response_whole: bool = False
+    response_chunks: list[bytes] | None = None
+    response_chunked: bool = False
+    response_capture: list[bytes] | None = None
+    response_capture_bytes: int = 0
+    head_sent: bool = False
+    error: str | None = None
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses its requests and answers them in order."""
+
+    def __init__(self, proxy: ProxyTransport):
+        self.proxy = proxy
+        self.settings = proxy.settings
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        #: Parsed requests not yet answered; the first is being answered.
+        self.queue: deque[_Request] = deque()
+        self.cur: _Request | None = None
+        self.head_bytes = 0
+        self.queued_bytes = 0
+        #: No more requests are read (a refusal, ``Connection: close``, a parse error).
+        self.done_reading = False
+        self.closed = False
+        self.served = False
+        self.head_started = False
+        self.reading_paused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.proxy.open_connections += 1
+        self.proxy.connections.add(self)
+        self._arm_head()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done_reading or self.closed:
+            return
         try:
-            return await self._proxy(request, time.time(), time.perf_counter())
-        finally:
-            self.in_flight -= 1
-            if isinstance(conn, _ProxyConnection):
-                conn.request_finished()
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade and CONNECT are not proxied: the request goes on as a plain one, then the connection closes.
+            self.done_reading = True
+        except httptools.HttpParserError as exc:
+            if not self.done_reading:  # not a refusal raised from a callback
+                self._refuse_from_parser(exc)
 
-    async def _proxy(self, request: web.BaseRequest, t0: float, start: float) -> web.StreamResponse:
+    def eof_received(self) -> bool:
+        if self.cur is not None or (self.queue and not self.queue[-1].complete):
+            return False  # a half-sent request: connection_lost counts it
+        self.done_reading = True
+        return bool(self.queue)  # keep the write side open to answer what was asked
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.proxy.open_connections -= 1
+        self.proxy.connections.discard(self)
+        self._disarm_head()
+        self._disarm_body()
+        for req in self.queue:
+            if not req.complete and req.refusal is None:
+                self.proxy.rejected["client_body"] += 1  # the client broke off mid-body
+            if req.upstream is not None:
+                req.upstream.abort()
+                req.upstream = None
+                self.proxy.in_flight -= 1
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        req = self.queue[0] if self.queue else None
+        if req is not None and req.upstream is not None and req.upstream.transport is not None:
+            req.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        req = self.queue[0] if self.queue else None
+        if req is not None and req.upstream is not None and req.upstream.transport is not None:
+            req.upstream.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # ------------------------------------------------------------ parser callbacks
+    def on_message_begin(self) -> None:
+        self.cur = _Request(time.time(), time.perf_counter(), raw_headers=[])
+        self.head_bytes = 0
+        self.head_started = True
+
+    def on_url(self, url: bytes) -> None:
+        assert self.cur is not None
+        self.cur.target += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.cur is not None and self.cur.raw_headers is not None
+        self.cur.raw_headers.append((name, value))
+        self._count_head(len(name) + len(value) + 4)
+
+    def on_headers_complete(self) -> None:
+        req = self.cur
+        assert req is not None and req.raw_headers is not None
+        self._disarm_head()
+        self.head_started = False
+        self.served = True
+        p = self.parser
+        req.method = p.get_method()
+        req.http11 = p.get_http_version() == "1.1"
+        req.keep_alive = p.should_keep_alive()
+        req.headers = _decoded(req.raw_headers)
         s = self.settings
-        headers = request.headers
-        out = _forward_headers(headers)
-        expectations = headers.getall("Expect", [])
-        unmet = unmet_expectation(expectations)
-        if unmet is not None:
-            return self._refuse(request, "expectation", 417,
-                                f"Expect {shown(unmet)!r} cannot be met: only 100-continue is supported")
-        if expects_continue(expectations) and request.version >= (1, 1):
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body: bytes | AsyncIterator[bytes] | None = None
-        captured: bytes | None = None
-        cap: list[bytes] | None = None
-        state = _BodyState()
-        if request.body_exists:
-            want = s.capture_request and _capturable(headers)
-            length = request.content_length
-            if length is not None and length <= (s.max_capture if want else SMALL_BODY):
-                try:
-                    content = request.content
-                    if content.is_eof():  # already here whole (the common small request): no timer
-                        body = await content.read()
-                    else:
-                        async with asyncio.timeout(s.body_timeout):
-                            body = await content.read()
-                except TimeoutError:
-                    return self._refuse(request, "body_timeout", 408, "request body not received in time")
-                except Exception:  # noqa: BLE001 - the client broke off or sent a bad body
-                    return self._refuse(request, "client_body", 400, "invalid request body")
-                captured = body if want else None
-            else:
-                cap = [] if want and (length is None or length <= s.max_capture) else None
-                body = self._stream(request, state, cap)
-                if length is not None:  # sent on as it came: the one framing header upstream
-                    out["Content-Length"] = str(length)
-        url = URL(self._base + request.raw_path, encoded=True)
-        assert self._session is not None
-        try:
-            resp = await self._session.request(request.method, url, headers=out, data=body, allow_redirects=False)
-        except Exception as exc:  # noqa: BLE001 - every failure maps to an answer
-            if state.failed:
-                return self._refuse(request, *state.failed)
-            return self._upstream_failed(request, t0, start, exc, captured)
-        if cap is not None and state.captured_bytes <= s.max_capture:
-            captured = b"".join(cap)
-        try:
-            return await self._respond(request, resp, t0, start, captured)
-        finally:
-            resp.release()
-
-    async def _respond(self, request: web.BaseRequest, resp: aiohttp.ClientResponse, t0: float, start: float,
-                       req_captured: bytes | None) -> web.StreamResponse:
-        s = self.settings
-        status = resp.status
-        rh = _response_headers(resp.headers)
-        length = resp.content_length
-        want = s.capture_response and _capturable(resp.headers)
-        error = "error" if status >= 500 else None
-        captured: bytes | None = None
-        out: web.StreamResponse
-        if request.method == "HEAD" or status in (204, 304) or status < 200:
-            out = web.StreamResponse(status=status, reason=resp.reason, headers=rh)
-            if length is not None and status not in (204, 304) and status >= 200:
-                out.headers["Content-Length"] = str(length)
-        elif length is not None and length <= (s.max_capture if want else SMALL_BODY):
-            try:
-                data = await resp.read()
-            except Exception as exc:  # noqa: BLE001 - nothing sent yet: the client gets a 502
-                return self._upstream_failed(request, t0, start, exc, req_captured, status)
-            out = web.Response(body=data, status=status, reason=resp.reason, headers=rh)
-            captured = data if want else None
-        else:
-            out = web.StreamResponse(status=status, reason=resp.reason, headers=rh)
-            if length is not None:
-                out.content_length = length
-            cap: list[bytes] | None = [] if want and (length is None or length <= s.max_capture) else None
-            size = 0
-            try:
-                await out.prepare(request)
-            except ConnectionError:  # the client left before the head went out
-                resp.close()
-                cap = None
-            else:
-                while True:
-                    try:
-                        chunk = await resp.content.readany()
-                    except Exception as exc:  # noqa: BLE001 - head already sent: break the client connection
-                        error = "timeout" if isinstance(exc, TimeoutError) else "upstream"
-                        log.debug("upstream broke off mid-response: %r", exc)
-                        resp.close()
-                        request.protocol.force_close()
-                        cap = None
-                        break
-                    if not chunk:
-                        break
-                    if cap is not None:
-                        size += len(chunk)
-                        if size <= s.max_capture:
-                            cap.append(chunk)
-                        else:
-                            cap = None
-                    try:
-                        await out.write(chunk)
-                    except ConnectionError:  # the client left: stop reading the upstream
-                        resp.close()
-                        cap = None
-                        break
-            if cap is not None:
-                captured = b"".join(cap)
-        self.record(Exchange(t0, time.perf_counter() - start, request.method, request.raw_path, status, error,
-                             request.headers, resp.headers, req_captured, captured))
-        return out
-
-    async def _stream(self, request: web.BaseRequest, state: _BodyState,
-                      cap: list[bytes] | None) -> AsyncIterator[bytes]:
-        """The client's body as it arrives, under the whole-body deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.body_timeout
-        content = request.content
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    chunk = await content.readany()
-            except TimeoutError:
-                state.failed = ("body_timeout", 408, "request body not received in time")
-                raise
-            except Exception:
-                state.failed = ("client_body", 400, "invalid request body")
-                raise
-            if not chunk:
+        if not req.target.startswith(b"/"):
+            self._refuse(req, "framing", 400, "request target must be a path")
+            return
+        expectations = req.headers.getall("Expect", [])
+        if expectations:
+            unmet = unmet_expectation(expectations)
+            if unmet is not None:
+                self._refuse(req, "expectation", 417,
+                             f"Expect {shown(unmet)!r} cannot be met: only 100-continue is supported")
                 return
-            if cap is not None:
-                state.captured_bytes += len(chunk)
-                if state.captured_bytes <= self.settings.max_capture:
-                    cap.append(chunk)
-            yield chunk
+            req.continue_pending = expects_continue(expectations) and req.http11
+        length = req.headers.get("Content-Length")
+        req.length = int(length) if length is not None else None
+        req.chunked = "Transfer-Encoding" in req.headers
+        has_body = req.chunked or bool(req.length)
+        want = s.capture_request and _capturable(req.headers)
+        req.whole = not has_body or (req.length is not None and req.length <= (s.max_capture if want else SMALL_BODY))
+        req.body = []
+        if want and (req.length is None or req.length <= s.max_capture):
+            req.capture = req.body if req.whole else []
+        if not has_body:
+            req.continue_pending = False
+        self.queue.append(req)
+        if len(self.queue) == 1:
+            self._begin(req)
 
-    # ------------------------------------------------------------ answers of the proxy's own
-    def _refuse(self, request: web.BaseRequest, reason: str, status: int, message: str) -> web.StreamResponse:
-        self.rejected[reason] += 1
-        resp = _json_response(status, message)
-        resp.force_close()
-        return resp
+    def on_body(self, chunk: bytes) -> None:
+        req = self.cur
+        if req is None or req.refusal is not None or req.body is None:
+            return
+        req.body_bytes += len(chunk)
+        if req.capture is not None and req.capture is not req.body:
+            if req.body_bytes <= self.settings.max_capture:
+                req.capture.append(chunk)
+            else:
+                req.capture = None
+        if not req.whole and req.upstream is not None:
+            req.upstream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if req.chunked else chunk)
+            return
+        req.body.append(chunk)
+        if req is not self._active() or not req.whole:  # held for later: bounded
+            req.held += len(chunk)
+            self.queued_bytes += len(chunk)
+            if self.queued_bytes > MAX_QUEUED_BODY:
+                self._pause_reading(True)
 
-    def _upstream_failed(self, request: web.BaseRequest, t0: float, start: float, exc: BaseException,
-                         req_captured: bytes | None, status: int | None = None) -> web.StreamResponse:
-        if isinstance(exc, TimeoutError):
-            code, error, message = 504, "timeout", "upstream timed out"
+    def on_message_complete(self) -> None:
+        req, self.cur = self.cur, None
+        if req is None or req.refusal is not None:
+            return
+        req.complete = True
+        if req is self._active():
+            self._disarm_body()
+            if req.upstream is not None:
+                if req.chunked:
+                    req.upstream.write(b"0\r\n\r\n")
+            elif req.whole:
+                self._send(req)
+        if self.done_reading or not req.keep_alive:  # Connection: close, or an Upgrade: the last one read
+            self.done_reading = True
+            raise httptools.HttpParserError("no more requests on this connection")  # stops feed_data
+
+    # ------------------------------------------------------------ one exchange
+    def _active(self) -> _Request | None:
+        return self.queue[0] if self.queue else None
+
+    def _begin(self, req: _Request) -> None:
+        """``req`` is now the first in line: answer it or send it upstream."""
+        if req.refusal is not None:
+            self._write_refusal(req)
+            return
+        if req.continue_pending:
+            req.continue_pending = False
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if req.whole and req.held:  # held while queued; now it is the one being read
+            self._release_held(req)
+        if not req.complete and (req.chunked or req.length):
+            self._arm_body(req)
+        if req.complete or not req.whole:
+            self._send(req)
+
+    def _send(self, req: _Request) -> None:
+        pool = self.proxy.pool
+        assert pool is not None
+        conn = pool.take_idle()
+        if conn is not None:
+            self._dispatch(req, conn)
         else:
-            code, error, message = 502, "upstream", f"upstream unavailable: {exc.__class__.__name__}"
+            asyncio.ensure_future(self._connect_and_send(req, pool))
+
+    async def _connect_and_send(self, req: _Request, pool: UpstreamPool) -> None:
+        try:
+            conn = await pool.acquire()
+        except Exception as exc:  # noqa: BLE001 - every failure maps to an answer
+            if self._active() is req and not self.closed:
+                self.on_upstream_failure(exc, False, req)
+            return
+        if self._active() is not req or self.closed:
+            pool.release(conn)  # the client left meanwhile
+            return
+        self._dispatch(req, conn)
+
+    def _dispatch(self, req: _Request, conn: UpstreamConnection) -> None:
+        assert req.raw_headers is not None and req.body is not None
+        req.upstream = conn
+        self.proxy.in_flight += 1
+        parts = [b"%s %s%s HTTP/1.1\r\n" % (req.method, self.proxy.base_path, req.target)]
+        parts += _forwarded(req.raw_headers)
+        if req.headers is None or "Host" not in req.headers:
+            parts.append(b"Host: %s\r\n" % self.proxy.host_field)
+        if req.whole:
+            body = b"".join(req.body)
+            if req.length is not None or body:
+                parts.append(b"Content-Length: %d\r\n" % len(body))
+            parts.append(b"\r\n")
+            parts.append(body)
+        else:
+            parts.append(b"Content-Length: %d\r\n\r\n" % req.length if req.length is not None
+                         else b"Transfer-Encoding: chunked\r\n\r\n")
+            for chunk in req.body:
+                parts.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if req.chunked else chunk)
+            if req.complete and req.chunked:
+                parts.append(b"0\r\n\r\n")
+            req.body = []
+            self._release_held(req)
+        conn.start(_Sink(self, req), b"".join(parts), head_only=req.method == b"HEAD")
+
+    # ------------------------------------------------------------ the upstream's answer
+    def on_response_head(self, req: _Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         length: int | None) -> None:
+        s = self.settings
+        req.status = status
+        req.response_headers = _decoded(headers)
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        head += _forwarded(headers)
+        want = s.capture_response and _capturable(req.response_headers)
+        no_body = req.method == b"HEAD" or status in (204, 304)
+        if no_body:
+            if length is not None and status not in (204, 304):
+                head.append(b"Content-Length: %d\r\n" % length)
+            req.response_whole = True
+            req.response_chunks = []
+        elif length is not None and length <= (s.max_capture if want else SMALL_BODY):
+            head.append(b"Content-Length: %d\r\n" % length)
+            req.response_whole = True
+            req.response_chunks = []
+            if want:
+                req.response_capture = req.response_chunks
+        else:
+            if length is not None:
+                head.append(b"Content-Length: %d\r\n" % length)
+            elif req.http11:
+                head.append(b"Transfer-Encoding: chunked\r\n")
+                req.response_chunked = True
+            else:
+                req.keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
+            if want and (length is None or length <= s.max_capture):
+                req.response_capture = []
+        if not req.keep_alive:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        req.response_head = b"".join(head)
+        if not req.response_whole:
+            req.head_sent = True
+            self._write(req.response_head)
+
+    def on_response_body(self, req: _Request, chunk: bytes) -> None:
+        if req.response_whole:
+            assert req.response_chunks is not None
+            req.response_chunks.append(chunk)
+            return
+        cap = req.response_capture
+        if cap is not None:
+            req.response_capture_bytes += len(chunk)
+            if req.response_capture_bytes <= self.settings.max_capture:
+                cap.append(chunk)
+            else:
+                req.response_capture = None
+        self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if req.response_chunked else chunk)
+
+    def on_response_end(self, req: _Request) -> None:
+        if req.response_whole:
+            assert req.response_chunks is not None
+            self._write(req.response_head + b"".join(req.response_chunks))
+        elif req.response_chunked:
+            self._write(b"0\r\n\r\n")
+        self._record(req, req.status, "error" if req.status >= 500 else None)
+        self._finish(req)
+
+    def on_upstream_failure(self, exc: BaseException, answered: bool, req: _Request) -> None:
+        conn, req.upstream = req.upstream, None
+        if conn is not None:
+            self.proxy.in_flight -= 1
+        if (conn is not None and conn.reused and not answered and not req.retried and req.whole and req.complete
+                and isinstance(exc, ConnectionError)):
+            # A kept-alive connection the model server had closed: once more on a fresh one.
+            req.retried = True
+            pool = self.proxy.pool
+            assert pool is not None
+            asyncio.ensure_future(self._connect_and_send(req, pool))
+            return
+        timeout = isinstance(exc, TimeoutError)
         log.debug("upstream failed: %r", exc)
-        self.record(Exchange(t0, time.perf_counter() - start, request.method, request.raw_path, code, error,
-                             request.headers, _EMPTY, req_captured, None))
-        return _json_response(code, message)
+        if req.head_sent:  # the client has part of the answer: break the connection, never send a wrong one
+            self._record(req, req.status, "timeout" if timeout else "upstream")
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        code = 504 if timeout else 502
+        message = "upstream timed out" if timeout else f"upstream unavailable: {exc.__class__.__name__}"
+        req.response_headers = None
+        self._record(req, code, "timeout" if timeout else "upstream")
+        if not req.complete:  # the rest of the body will not be read
+            req.keep_alive = False
+        self._write(_json_answer(code, message, close=not req.keep_alive))
+        self._finish(req)
+
+    def _release_held(self, req: _Request) -> None:
+        self.queued_bytes -= req.held
+        req.held = 0
+        if self.queued_bytes <= MAX_QUEUED_BODY:
+            self._pause_reading(False)
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        self._pause_reading(paused)
+
+    def _record(self, req: _Request, status: int, error: str | None) -> None:
+        body = None if req.capture is None or not req.complete else b"".join(req.capture)
+        captured = None if req.response_capture is None else b"".join(req.response_capture)
+        path = req.target.decode("utf-8", "surrogateescape")
+        self.proxy.record(Exchange(req.t0, time.perf_counter() - req.start, req.method.decode("latin-1"), path,
+                                   status, error, req.headers if req.headers is not None else _EMPTY,
+                                   req.response_headers if req.response_headers is not None else _EMPTY,
+                                   body, captured))
+
+    def _finish(self, req: _Request) -> None:
+        """The answer to ``req`` is out: the next request, or an idle connection under the head deadline."""
+        if req.upstream is not None:
+            req.upstream = None
+            self.proxy.in_flight -= 1
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+        self._disarm_body()
+        if not req.complete:  # answered before its body ended (a 413, a 502): the rest is not read
+            req.keep_alive = False
+        if not req.keep_alive or (self.done_reading and not self.queue and self.cur is None):
+            self.queue.clear()
+            self.close()
+            return
+        if self.queue:
+            self._begin(self.queue[0])
+        else:  # the head deadline runs again, for a head already begun too
+            self._arm_head()
+
+    # ------------------------------------------------------------ the proxy's own answers
+    def _refuse(self, req: _Request, reason: str | None, status: int, message: str) -> None:
+        """Answer ``req`` with ``status`` once it is first in line, then close; read nothing more."""
+        req.refusal = (reason, status, message)
+        req.complete = True
+        self.done_reading = True
+        self.cur = None
+        self.queue.append(req)
+        if len(self.queue) == 1:
+            self._write_refusal(req)
+        raise httptools.HttpParserError("refused")  # stops feed_data: data_received leaves it be
+
+    def _refuse_from_parser(self, exc: BaseException) -> None:
+        message = str(exc) or "malformed request"
+        req = self.cur or _Request(time.time(), time.perf_counter())
+        req.refusal = ("framing", 400, f"malformed request: {message}")
+        self.done_reading = True
+        self.cur = None
+        if req not in self.queue:
+            self.queue.append(req)
+        if self.queue[0] is req:
+            self._write_refusal(req)
+
+    def _count_head(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > MAX_HEAD and self.cur is not None:
+            self._refuse(self.cur, "framing", 431, f"request head larger than {MAX_HEAD} bytes")
+
+    def _write_refusal(self, req: _Request) -> None:
+        assert req.refusal is not None
+        reason, status, message = req.refusal
+        if reason is not None:
+            self.proxy.rejected[reason] += 1
+        self._write(_json_answer(status, message, close=True))
+        self.queue.clear()
+        self.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _pause_reading(self, pause: bool) -> None:
+        if self.transport is None or self.closed or pause == self.reading_paused:
+            return
+        self.reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ deadlines
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        pool = self.proxy.pool
+        assert pool is not None
+        return pool.loop
+
+    def _arm_head(self) -> None:
+        self._disarm_head()
+        self._head_timer = self._loop().call_later(self.settings.header_timeout, self._head_overdue)
+
+    def _disarm_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self.queue or self.closed:
+            return
+        if self.head_started or not self.served:
+            self.proxy.rejected["header_timeout"] += 1
+            self._write(_json_answer(408, "request head not received in time", close=True))
+        self.close()
+
+    def _arm_body(self, req: _Request) -> None:
+        if self._body_timer is None and not req.complete and req is self._active():
+            self._body_timer = self._loop().call_later(self.settings.body_timeout, self._body_overdue, req)
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_overdue(self, req: _Request) -> None:
+        self._body_timer = None
+        if req.complete or self.closed or self._active() is not req:
+            return
+        self.proxy.rejected["body_timeout"] += 1
+        if req.upstream is not None:
+            req.upstream.abort()
+            req.upstream = None
+            self.proxy.in_flight -= 1
+        req.complete = True  # not counted again as a broken-off body
+        if not req.head_sent:
+            self._write(_json_answer(408, "request body not received in time", close=True))
+        self.queue.clear()
+        self.close()
 
 
-@dataclass
-class _BodyState:
-    """What went wrong while streaming the client's body (the client library only sees an error)."""
+class _Sink:
+    """Routes one upstream exchange's callbacks to its client connection and request."""
 
-    failed: tuple[str, int, str] | None = None
-    captured_bytes: int = 0
+    __slots__ = ("client", "req")
 
+    def __init__(self, client: ClientConnection, req: _Request):
+        self.client, self.req = client, req
 
-def _json_response(status: int, message: str) -> web.Response:
-    return web.Response(status=status, body=json.dumps({"error": message}).encode(), content_type="application/json")
+    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         length: int | None) -> None:
+        self.client.on_response_head(self.req, status, reason, headers, length)
 
+    def on_response_body(self, chunk: bytes) -> None:
+        self.client.on_response_body(self.req, chunk)
 
-def _connection_tokens(value: str | None) -> frozenset[str]:
-    return frozenset(t.strip().lower() for t in value.split(",")) if value else frozenset()
+    def on_response_end(self) -> None:
+        self.client.on_response_end(self.req)
 
+    def on_upstream_failure(self, exc: BaseException, answered: bool) -> None:
+        self.client.on_upstream_failure(exc, answered, self.req)
 
-def _forward_headers(headers: Any) -> CIMultiDict[str]:
-    """A copy of ``headers`` without the hop-by-hop ones (order and duplicates kept)."""
-    out: CIMultiDict[str] = CIMultiDict(headers)  # copied in C; then the few deletions
-    connection = out.get("Connection")
-    for name in HOP_BY_HOP:
-        if name in out:
-            del out[name]
-    if connection:
-        for name in _connection_tokens(connection):
-            if name in out:
-                del out[name]
-    return out
+    def on_upstream_paused(self, paused: bool) -> None:
+        self.client.on_upstream_paused(paused)
 
 
-def _response_headers(headers: Any) -> CIMultiDict[str]:
-    return _forward_headers(headers)
+def _forwarded(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Header lines of ``headers`` without the hop-by-hop ones (order and duplicates kept)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+    return [b"%s: %s\r\n" % (name, value) for name, value in headers if name.lower() not in drop]
+
+
+def _decoded(headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Header fields as text for the extractor: UTF-8, an undecodable byte kept as a lone surrogate
+    (as aiohttp does), so a value that is not UTF-8 fails the label-safety check instead of becoming
+    a different, valid string."""
+    return CIMultiDict((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                       for k, v in headers)
+
+
+def _json_answer(status: int, message: str, close: bool) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (status, _REASONS.get(status, b"Error"), len(body), b"Connection: close\r\n" if close else b"", body))
 
 
 def _capturable(headers: Any) -> bool:
@@ -399,90 +746,6 @@ def _capturable(headers: Any) -> bool:
     return "json" in headers.get("Content-Type", "").lower() or "Inference-Header-Content-Length" in headers
 
 
-class _CountingServer(web.Server):
-    """aiohttp's low-level server, keeping the transport's count of open connections."""
-
-    def __init__(self, handler: Any, transport: ProxyTransport, **kwargs: Any):
-        super().__init__(handler, **kwargs)
-        self.transport = transport
-
-    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
-        self.transport.open_connections += 1
-        super().connection_made(handler, transport)
-
-    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
-        self.transport.open_connections -= 1
-        super().connection_lost(handler, exc)
-
-
-class _ProxyConnection(RequestHandler):
-    """aiohttp's per-connection protocol plus the request-head deadline.
-
-    aiohttp's keep-alive timer alone would close an overdue connection
-    silently and cannot tell a stalled head from an idle kept-alive
-    connection; this one answers 408 and counts ``header_timeout`` for a new
-    connection or one that has started sending a head, and closes a quiet
-    kept-alive connection without either (the exporter's server does the
-    same).  The deadline runs from the connection opening, then from the end
-    of each exchange."""
-
-    def __init__(self, manager: web.Server, proxy: ProxyTransport, **kwargs: Any):
-        super().__init__(manager, **kwargs)
-        self.proxy = proxy
-        self.in_request = False
-        #: An exchange has started on this connection (so a quiet spell is idle keep-alive).
-        self.served = False
-        #: Bytes of a request head arrived since the last exchange.
-        self.head_started = False
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if data and not self.in_request:
-            self.head_started = True
-        super().data_received(data)
-
-    def request_started(self) -> None:
-        self.in_request = self.served = True
-        self.head_started = False
-        self._disarm()
-
-    def request_finished(self) -> None:
-        self.in_request = False
-        self._arm()
-
-    def _arm(self) -> None:
-        self._disarm()
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(self.proxy.settings.header_timeout, self._expire)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self) -> None:
-        self._deadline = None
-        transport = self.transport
-        if self.in_request or transport is None or transport.is_closing():
-            return
-        if self.head_started or not self.served:
-            self.proxy.rejected["header_timeout"] += 1
-            transport.write(_HEAD_TIMEOUT)
-        self.force_close()
-        transport.close()
-
-
-_HEAD_TIMEOUT_BODY = b'{"error": "request head not received in time"}'
-_HEAD_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                 b"Connection: close\r\n\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY))
 _BUSY_BODY = b'{"error": "too many open connections"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
          b"Retry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
@@ -495,26 +758,3 @@ class _Refuse(asyncio.Protocol):
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(_BUSY)
         transport.close()
-
-
-class _QuietLogger(logging.LoggerAdapter):
-    """aiohttp logs every refused request with a traceback; the proxy counts them instead."""
-
-    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.pop("exc_info", None)
-        self.debug(msg, *args, **kwargs)
-
-
-def _access_logger_for(transport: ProxyTransport) -> type[AbstractAccessLogger]:
-    class _Counting(AbstractAccessLogger):
-        """Counts the requests aiohttp refused before the proxy saw them (bad framing, bad head)."""
-
-        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            if request.get(_OURS) is None:
-                transport.rejected["framing"] += 1
-
-        @property
-        def enabled(self) -> bool:
-            return True
-
-    return _Counting
