@@ -389,8 +389,9 @@ proxy:
                     before = [cpu_seconds(p.pid) for p in watched]
                     r = run_wrk(wrk, url, d / "post.lua", args.duration, args.connections)
                     after = [cpu_seconds(p.pid) for p in watched]
-                    r["upstream_cpu_us"] = (after[0] - before[0]) / r["requests"] * 1e6
-                    r["proxy_cpu_us"] = (after[1] - before[1]) / r["requests"] * 1e6 if len(watched) > 1 else 0.0
+                    served = max(1, r["requests"])
+                    r["upstream_cpu_us"] = (after[0] - before[0]) / served * 1e6
+                    r["proxy_cpu_us"] = (after[1] - before[1]) / served * 1e6 if len(watched) > 1 else 0.0
                     results[name].append(r)
             load_after = loadavg()
             time.sleep(0.5)  # the proxy hands events to the pipeline every 100 ms

@@ -86,7 +86,9 @@ class Recorder:
             exchanges = [q.popleft() for _ in range(n)]
             b = ItemValidator(self.model, "proxy")
             now = time.time()
-            for ex in exchanges:
+            for i, ex in enumerate(exchanges):
+                if i & 15 == 15:
+                    time.sleep(0)  # hand the GIL to the proxy's event loop now and then
                 try:
                     items = self.extractor.events(ex)
                 except ExtractionError:
