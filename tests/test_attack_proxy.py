@@ -36,6 +36,7 @@ class RawUpstream:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 f = self.request.makefile("rb")
+                dropping = False
                 while True:
                     head = b""
                     while not head.endswith(b"\r\n\r\n"):
@@ -47,6 +48,9 @@ class RawUpstream:
                     with outer.lock:
                         outer.requests.append((head, body))
                     path = head.split(b" ", 2)[1].decode()
+                    if dropping:  # the request after /ok-then-close on this connection: dropped unanswered
+                        return
+                    dropping = path == "/ok-then-close"
                     if not outer._answer(self.request, path, body):
                         return
 
@@ -87,6 +91,14 @@ class RawUpstream:
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: X-Up-Secret\r\nX-Up-Secret: 1\r\n"
                          b"Keep-Alive: timeout=9\r\nProxy-Authenticate: Basic\r\nUpgrade: foo\r\nTrailer: X-T\r\n"
                          b"X-Up-Keep: yes\r\n\r\n%s" % (len(body), body))
+            return True
+        if path == "/ok-then-close":  # a kept-alive answer; the next request on the connection is dropped
+            ok = b'{"ok": true}'
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(ok), ok))
+            return True
+        if path.startswith("/n/"):  # numbered answers, to check their order
+            n = path[3:].encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(n), n))
             return True
         if path == "/short-head":
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
@@ -398,3 +410,38 @@ def test_upstream_breaking_off_gives_502_or_a_cut_connection_and_is_counted(prox
     assert metric(exp, "modelmon_proxy_responses_total", model="m", code="5xx") == 3
     assert metric(exp, "modelmon_requests_total", model="m", version="unknown") == 6
     assert requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=1).status_code == 200
+
+
+def test_a_kept_alive_upstream_connection_closed_by_the_model_server_is_retried_once(proxy, upstream):
+    exp = proxy()
+    url = f"http://127.0.0.1:{exp.proxy.port}"
+    with requests.Session() as client:
+        assert client.get(url + "/ok-then-close", timeout=5).status_code == 200
+        # The pooled connection looks alive; the model server closes it on the next request, unanswered
+        # (as one does when its keep-alive timeout and the proxy's next request cross).
+        r = client.post(url + "/echo", data=b"again", timeout=5)
+    assert r.status_code == 200 and r.content == b"again"  # not a 502: sent again on a fresh connection
+    assert [body for _, body in upstream.requests] == [b"", b"again", b"again"]
+    assert metric(exp, "modelmon_proxy_responses_total", model="m", code="5xx") in (None, 0.0)
+
+
+def test_pipelined_requests_are_answered_in_order(proxy, upstream):
+    exp = proxy()
+    answer = raw(exp.proxy.port, b"".join(b"GET /n/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+                 + b"POST /n/5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab", timeout=5)
+    bodies = [part.split(b"\r\n\r\n", 1)[1][:1] for part in answer.split(b"HTTP/1.1 200 OK")[1:]]
+    assert bodies == [b"0", b"1", b"2", b"3", b"4", b"5"], answer
+    assert [head.split(b" ")[1] for head, _ in upstream.requests] == [b"/n/%d" % i for i in range(6)]
+
+
+def test_oversized_heads_and_targets_that_are_not_paths_are_refused(proxy, upstream):
+    exp = proxy()
+    port = exp.proxy.port
+    before = metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="framing") or 0
+    answer = raw(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", timeout=3)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"connection: close" in answer.lower()
+    answer = raw(port, b"GET http://elsewhere.example/ok HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n", timeout=3)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"must be a path" in answer
+    assert upstream.requests == []
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="framing") == before + 2
+    assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).status_code == 200
