@@ -191,7 +191,7 @@ class ProxyTransport:
         return ClientConnection(self)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Request:
     """One request of a client connection, from its head to its response's end."""
 
@@ -252,8 +252,12 @@ class ClientConnection(asyncio.Protocol):
         self.served = False
         self.head_started = False
         self.reading_paused = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # One deadline at a time (the head's or the active request body's) behind one timer that is
+        # pushed back rather than re-created: setting a deadline per request costs no timer.
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline_kind: str | None = None
+        self._deadline_at = 0.0
+        self._deadline_req: _Request | None = None
 
     # ------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,8 +289,10 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.proxy.open_connections -= 1
         self.proxy.connections.discard(self)
-        self._disarm_head()
-        self._disarm_body()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline_kind = self._deadline_req = None
         for req in self.queue:
             if not req.complete and req.refusal is None:
                 self.proxy.rejected["client_body"] += 1  # the client broke off mid-body
@@ -649,17 +655,40 @@ class ClientConnection(asyncio.Protocol):
         assert pool is not None
         return pool.loop
 
+    def _set_deadline(self, kind: str, seconds: float, req: _Request | None = None) -> None:
+        loop = self._loop()
+        self._deadline_kind, self._deadline_req = kind, req
+        self._deadline_at = at = loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > at:  # fires too late for this deadline
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(at, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        kind, req = self._deadline_kind, self._deadline_req
+        if kind is None or self.closed:
+            return
+        loop = self._loop()
+        if loop.time() < self._deadline_at:  # pushed back since: wait for the new one
+            self._timer = loop.call_at(self._deadline_at, self._on_deadline)
+            return
+        self._deadline_kind = self._deadline_req = None
+        if kind == "head":
+            self._head_overdue()
+        elif req is not None:
+            self._body_overdue(req)
+
     def _arm_head(self) -> None:
-        self._disarm_head()
-        self._head_timer = self._loop().call_later(self.settings.header_timeout, self._head_overdue)
+        self._set_deadline("head", self.settings.header_timeout)
 
     def _disarm_head(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._deadline_kind == "head":
+            self._deadline_kind = None
 
     def _head_overdue(self) -> None:
-        self._head_timer = None
         if self.queue or self.closed:
             return
         if self.head_started or not self.served:
@@ -668,16 +697,14 @@ class ClientConnection(asyncio.Protocol):
         self.close()
 
     def _arm_body(self, req: _Request) -> None:
-        if self._body_timer is None and not req.complete and req is self._active():
-            self._body_timer = self._loop().call_later(self.settings.body_timeout, self._body_overdue, req)
+        if self._deadline_req is not req and not req.complete and req is self._active():
+            self._set_deadline("body", self.settings.body_timeout, req)
 
     def _disarm_body(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        if self._deadline_kind == "body":
+            self._deadline_kind = self._deadline_req = None
 
     def _body_overdue(self, req: _Request) -> None:
-        self._body_timer = None
         if req.complete or self.closed or self._active() is not req:
             return
         self.proxy.rejected["body_timeout"] += 1
