@@ -20,7 +20,7 @@ also checks that the exporter recorded every proxied request.
     python bench/proxy.py                         # 3 rounds x 10 s per target
     python bench/proxy.py --duration 5 --rounds 1 --no-extract
     python bench/proxy.py --inference-us 1000   # a model that spends 1 ms of CPU per prediction
-    python bench/proxy.py --upstream stdlib     # the model server the issue measured (http.server, threads)
+    python bench/proxy.py --upstream stdlib     # a threading model server (http.server)
     python bench/proxy.py --peers               # also a minimal asyncio+httptools forwarder (pip install httptools uvloop)
 
 Targets: proxy throughput >= 80 % of the model server alone, added latency
@@ -66,7 +66,7 @@ app.router.add_post("/v1/predict", predict)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 '''
 
-#: The model server of the issue's own measurement (4k req/s there): the standard library's threading server.
+#: A slower model server: the standard library's threading HTTP server (a thread per connection).
 UPSTREAM_STDLIB = r'''
 import json, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -302,8 +302,7 @@ def main() -> None:
     ap.add_argument("--inference-us", type=float, default=0.0,
                     help="CPU microseconds the model server spends per prediction (default 0: a bare JSON app)")
     ap.add_argument("--upstream", choices=("aiohttp", "stdlib"), default="aiohttp",
-                    help="model server: a bare aiohttp app (default), or the standard library's threading "
-                         "server the issue measured (about 4k req/s there)")
+                    help="model server: a bare aiohttp app (default), or the standard library's threading server")
     ap.add_argument("--peers", action="store_true",
                     help="also run the asyncio+httptools forwarder (and with uvloop), if those are installed")
     args = ap.parse_args()
