@@ -57,7 +57,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -261,8 +261,8 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio's interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.proxy.open_connections += 1
         self.proxy.connections.add(self)
         self._arm_head()
@@ -782,6 +782,6 @@ class _Refuse(asyncio.Protocol):
     """A connection over the cap: answered 503 and closed without reading it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY)
-        transport.close()
+        out = cast(asyncio.WriteTransport, transport)
+        out.write(_BUSY)
+        out.close()
