@@ -97,17 +97,22 @@ def rejected(srv: ExporterServer, reason: str, source: str = "api", **kw: object
     return sample(metrics(srv, **kw), "modelmon_events_rejected_total", source=source, reason=reason)
 
 
+def read_all(s: socket.socket) -> bytes:
+    """Everything ``s`` receives until the server closes it (or goes quiet for the socket's timeout)."""
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return out
+
+
 def raw(srv: ExporterServer, data: bytes, timeout: float = 3.0) -> bytes:
     """Send bytes on a fresh connection; everything the server answers until it closes (or goes quiet)."""
     with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as s:
         s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return out
+        return read_all(s)
 
 
 def statuses(answer: bytes) -> list[int]:
@@ -385,12 +390,7 @@ def test_silent_connections_are_closed_at_the_head_deadline(plain):
         t0 = time.monotonic()
         for s in socks:
             s.settimeout(5)
-            answer = b""
-            try:
-                while chunk := s.recv(4096):
-                    answer += chunk
-            except (TimeoutError, ConnectionResetError):
-                pass
+            answer = read_all(s)
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
             head, _, body = answer.partition(b"\r\n\r\n")
             # The whole JSON body, as long as Content-Length says: a client can show the error.
