@@ -472,3 +472,22 @@ def test_expect_100_continue_is_answered_before_the_body(start):
     assert requests.post(url(exp), data=body, headers={"Content-Type": "application/json", "Expect": "100-continue"},
                          timeout=5).status_code == 200
     assert sample(exp, "modelmon_events_accepted_total", model="fraud", source="api") == 2
+
+
+def test_categorical_values_spelled_as_missing_are_missing_as_in_reference_files(start):
+    """A reference file's "NA" or empty cell is a null; the same spelling over the API must be one too,
+    or the monitor would see an unseen category (drift) and too few missing values."""
+    exp = start()
+    spellings = ["NA", "", "null", "N/A", "None", "#N/A"]
+    events = [good(i, features={"amount": 12.5, "age": 31, "country": c}) for i, c in enumerate(spellings)]
+    events += [good(100 + i) for i in range(4)]  # country DE
+    r = post(exp, events)
+    assert r.status_code == 200 and r.json()["accepted"] == 10
+    assert sample(exp, "modelmon_feature_missing_ratio", model="fraud", feature="country", window="5m") == \
+        pytest.approx(6 / 10)
+    assert sample(exp, "modelmon_feature_values", model="fraud", feature="country", window="5m") == 4
+    # The same through the item-by-item path (an unknown field elsewhere in the body sends it there).
+    r = post(exp, [good(200, features={"amount": 1.0, "age": 30, "country": "NA", "extra": 1})])
+    assert r.status_code == 200
+    assert sample(exp, "modelmon_feature_missing_ratio", model="fraud", feature="country", window="5m") == \
+        pytest.approx(7 / 11)

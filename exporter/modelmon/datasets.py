@@ -39,14 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .missing import NULL_SPELLINGS
+
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-#: Cell values read as missing, in every column and file format.
-NULL_SPELLINGS: tuple[str, ...] = (
-    "", "NA", "N/A", "n/a", "na", "NaN", "nan", "NAN", "-NaN", "-nan", "null", "NULL", "Null",
-    "None", "none", "NONE", "#N/A", "#N/A N/A", "#NA", "<NA>", "1.#IND", "1.#QNAN", "-1.#IND", "-1.#QNAN",
-)
 
 #: A number as text (what float() reads, infinities and NaN included).
 _NUMBER_RE = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$"

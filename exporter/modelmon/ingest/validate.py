@@ -25,6 +25,7 @@ from msgspec.structs import astuple
 from ..config import ModelConfig
 from ..events import EventBatch
 from ..labelsafe import MAX_LABEL_LENGTH, ItemError, check_label, label_string, shown_name
+from ..missing import NULL_SET
 from .body import DecodedBody, Malformed
 from .schema import batch_decoder, event_struct
 from .values import (
@@ -359,7 +360,9 @@ class ItemValidator:
         if self.cat_names:
             cols = list(zip(*self.cat_rows, strict=True)) if self.cat_rows else [() for _ in self.cat_names]
             for name, col in zip(self.cat_names, cols, strict=True):
-                features[name] = list(col)
+                # "NA", "" and the other missing spellings are missing, as in reference files.
+                features[name] = [None if v in NULL_SET else v for v in col] if NULL_SET.intersection(col) \
+                    else list(col)
         attributes = {self.attr: self.group_attr} if self.has_group else {}
         attributions: dict[str, Any] = {}
         if self.has_attr and self.attr_names:
