@@ -231,3 +231,20 @@ def test_real_exporter_logs_posted_events_without_the_token(servers, tmp_path: P
     exp.stop()
     assert token not in log_path.read_text()
     assert token not in exp.process.log_path.read_text()  # nor in the exporter's own logs
+
+
+@pytest.mark.parametrize("move", ["remove", "rename"])
+def test_a_log_file_removed_or_rotated_away_is_written_afresh(tmp_path: Path, move: str) -> None:
+    target = tmp_path / "inference.jsonl"
+    logger = InferenceLogger(_cfg({"output": str(target)}))
+    logger(_batch(3))
+    if move == "remove":
+        target.unlink()
+    else:  # logrotate's default: rename, then expect the writer to open a new file
+        target.rename(tmp_path / "inference.jsonl.1")
+    logger(_batch(2))
+    logger.close()
+    assert len(target.read_text().splitlines()) == 2  # not lost to the unlinked or renamed inode
+    assert (logger.write_failures, logger.lines_written) == (0, 5)
+    if move == "rename":
+        assert len((tmp_path / "inference.jsonl.1").read_text().splitlines()) == 3

@@ -26,7 +26,9 @@ that batch's lines only: the events have already reached the monitors, the
 failure is counted (``modelmon_inference_log_write_failures_total``, the lines
 in ``modelmon_inference_log_lines_dropped_total``) and logged at most once a
 minute, and the next batch tries again (a file is reopened, so a directory
-that comes back is written to again).
+that comes back is written to again).  A file removed or renamed under the
+logger (logrotate without ``copytruncate``) is noticed at the next batch and
+written afresh, not to the unlinked inode.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class _LineSink:
         self.handler.setFormatter(logging.Formatter("%(message)s"))
 
     def write(self, lines: list[str]) -> None:
+        if self.is_file:
+            self._reopen_if_moved()
         try:
             self.handler.handle(logging.makeLogRecord({"msg": "\n".join(lines), "name": LOGGER_NAME}))
         except (OSError, ValueError):
@@ -120,6 +124,28 @@ class _LineSink:
                 except (OSError, ValueError):
                     pass
             raise
+
+    def _reopen_if_moved(self) -> None:
+        """Start a new file when the open one was removed or renamed (logrotate without
+        ``copytruncate``, an operator's ``rm``): Linux would go on writing to the old inode
+        without an error, and every line would be lost to the shipper (as ``WatchedFileHandler``)."""
+        handler = self.handler
+        assert isinstance(handler, logging.FileHandler)
+        stream = handler.stream
+        if stream is None:
+            return
+        try:
+            on_disk = os.stat(handler.baseFilename)
+            open_now = os.fstat(stream.fileno())
+        except (OSError, ValueError):
+            moved = True
+        else:
+            moved = (on_disk.st_dev, on_disk.st_ino) != (open_now.st_dev, open_now.st_ino)
+        if moved:
+            try:
+                handler.close()  # opened again (delay=True) by the next record
+            except (OSError, ValueError):
+                pass
 
     def close(self) -> None:
         try:
