@@ -445,3 +445,13 @@ def test_oversized_heads_and_targets_that_are_not_paths_are_refused(proxy, upstr
     assert upstream.requests == []
     assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="framing") == before + 2
     assert requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).status_code == 200
+
+
+def test_a_pipelined_head_left_unfinished_is_timed_out_once_the_exchange_before_it_ends(proxy, upstream):
+    exp = proxy(header_timeout_seconds=1)
+    before = metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="header_timeout") or 0
+    t0 = time.monotonic()
+    answer = raw(exp.proxy.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: a", timeout=5)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in answer, answer  # answered, then timed out
+    assert time.monotonic() - t0 < 4
+    assert metric(exp, "modelmon_proxy_rejected_requests_total", model="m", reason="header_timeout") == before + 1
