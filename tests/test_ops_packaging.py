@@ -11,7 +11,9 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,12 @@ def test_wheel_builds_installs_and_serves(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("PASSED") == 2, check.stdout
+    # The Apache-2.0 text the metadata declares travels with both.
+    with zipfile.ZipFile(wheels[0]) as whl:
+        assert f"modelmon-{__version__}.dist-info/licenses/LICENSE" in whl.namelist()
+    with tarfile.open(sdists[0]) as sdist:
+        assert f"modelmon-{__version__}/LICENSE" in sdist.getnames()
+    assert "Apache License" in (REPO / "LICENSE").read_text()
 
     # A fresh venv; numpy, scipy and friends come from the system site-packages (no download),
     # modelmon itself only from the wheel.
