@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "exporter")}
@@ -167,11 +168,6 @@ def _make_columns_source() -> str:
 
     return "import numpy as np\nN_NUM, N_CAT = 20, 5\n" + inspect.getsource(make_columns)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_ready(config: Path, timeout: float = 120.0) -> tuple[float, int]:

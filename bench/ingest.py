@@ -44,13 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from localservers import free_port
 from modelmon.anomaly import fit_outlier_model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
