@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds each exporter subprocess waits before starting (unset: none), e.g.
@@ -40,6 +41,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def first_sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample called ``name`` whose labels include ``labels`` in a
+    /metrics text (parsed with prometheus_client's own parser), or None when there is none."""
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
 
 
 def require_binary(name: str) -> str:

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
-from servers import wait_until
+from servers import first_sample, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -145,11 +144,7 @@ def proxy(upstream: RawUpstream) -> Iterator[Any]:
 def metric(exp: Exporter, name: str, **labels: str) -> float | None:
     exp.proxy.drain()
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:

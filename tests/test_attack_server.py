@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,9 +24,8 @@ import bcrypt
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from servers import ExporterServer, free_port, wait_until
+from servers import ExporterServer, ServerProcess, first_sample, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -82,11 +82,7 @@ def metrics(srv: ExporterServer, **kw: object) -> str:
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
+    return first_sample(text, name, **labels) or 0.0
 
 
 def refused(srv: ExporterServer, reason: str, **kw: object) -> float:
@@ -491,9 +487,7 @@ def test_ipv6_listen_address_and_gzip_refusal(tmp_path):
     except OSError:
         pytest.skip("no IPv6 loopback on this machine")
     port = free_port()
-    from servers import ServerProcess
-
-    proc = ServerProcess(f"modelmon-v6-{port}", [__import__("sys").executable, "-m", "modelmon", "serve",
+    proc = ServerProcess(f"modelmon-v6-{port}", [sys.executable, "-m", "modelmon", "serve",
                                                    f"--web.listen-address=[::1]:{port}"], tmp_path)
     try:
         url = f"http://[::1]:{port}"

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.client import Client
 from modelmon.config import config_from_dict
+from servers import first_sample
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +44,7 @@ def exporter() -> Iterator[Exporter]:
 
 def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 class CountingSession(requests.Session):

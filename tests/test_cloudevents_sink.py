@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
-from servers import wait_until
+from servers import first_sample, wait_until
 
 PATH = "/api/v1/cloudevents"
 
@@ -53,11 +52,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
 
 def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 def post(exp: Exporter, kind: str, body: Any, id_: str = "ce-1", time: str = "2026-12-01T22:00:00Z",

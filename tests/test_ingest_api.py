@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.httpfields import foreign_charset, media_type, unmet_expectation
+from servers import first_sample, wait_until
 
 
 def write_reference(path: Path, rows: int = 400) -> Path:
@@ -73,11 +73,7 @@ def url(exp: Exporter, path: str = "/api/v1/events") -> str:
 
 def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     text = requests.get(url(exp, "/metrics"), timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 def good(i: int = 0, **over: Any) -> dict[str, Any]:
@@ -318,8 +314,6 @@ def test_connection_flood_is_shed_with_503(tmp_path):
         for s in held:
             s.close()
     try:
-        from servers import wait_until
-
         wait_until(lambda: post(exp, [good(0)]).status_code == 200, 10, what="a free connection slot")
         assert sample(exp, "modelmon_http_requests_refused_total", reason="too_many_connections") == 1
     finally:

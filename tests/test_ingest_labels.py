@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 
 from modelmon.app import Exporter
@@ -19,6 +18,7 @@ from modelmon.config import config_from_dict
 from modelmon.events import EventBatch
 from modelmon.labels import LabelJoin
 from modelmon.pipeline import Pipeline
+from servers import first_sample
 
 T0 = 1_700_000_000.0
 
@@ -33,11 +33,7 @@ class Clock:
 
 def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 def post(exp: Exporter, path: str, items: list[dict[str, Any]]) -> requests.Response:

@@ -37,7 +37,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from servers import ServerProcess, free_port, wait_until
+from servers import ServerProcess, first_sample, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -172,11 +172,7 @@ def oip_server(data: Data) -> Iterator[str]:
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 def total(text: str, name: str, **labels: str) -> float:

@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 
 from modelmon.app import Exporter, check_sources
 from modelmon.config import ConfigError, config_from_dict
 from modelmon.sources.proxy import JsonPath, PathError
-from servers import require_binary
+from servers import first_sample, require_binary
 
 BIG = bytes(range(256)) * 8192  # 2 MiB, over max_parse_bytes
 
@@ -191,11 +190,7 @@ def purl(exp: Exporter, path: str) -> str:
 def sample(exp: Exporter, name: str, **labels: str) -> float | None:
     exp.proxy.drain()  # the proxy hands events over every 100 ms; do it now
     text = requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5).text
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+    return first_sample(text, name, **labels)
 
 
 @pytest.mark.e2e

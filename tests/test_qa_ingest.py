@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.app import Exporter
 from modelmon.config import config_from_dict
 from modelmon.ingest import ItemError
 from modelmon.ingest.values import timestamp
+from servers import first_sample
 
 EVENTS = "/api/v1/events"
 GOOD = {"model": "fraud", "features": {"amount": 12.5, "country": "US"}, "prediction": 1}
@@ -67,11 +67,7 @@ def scrape(exp: Exporter) -> str:
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
+    return first_sample(text, name, **labels) or 0.0
 
 
 def events_seen(exp: Exporter) -> float:
