@@ -124,6 +124,26 @@ def test_exporter_and_batch_command_agree(files, capsys):
         chunk["multivariate"]["reconstruction_error"], rel=1e-12)
 
 
+def test_a_column_the_label_free_sections_need_is_missing(files, capsys):
+    """A current file without ``income`` (multivariate) and ``score`` (CBPE): the per-feature
+    drift of the other columns is still printed, each section says what it lacks, exit 3."""
+    cols = read_csv(files / "cur.csv")
+    write_columns(files / "partial.csv", {k: v for k, v in cols.items() if k not in ("income", "score")})
+    argv = ["drift", "--reference", str(files / "ref.csv"), "--current", str(files / "partial.csv"),
+            "--config", str(files / "cfg.yml"), "--chunk-size", "1000"]
+    assert main(argv) == 3
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["features"]["age"]["status"] == "ok" and doc["features"]["income"]["status"] == "error"
+    assert "'income'" in doc["multivariate"]["error"] and "partial.csv" in doc["multivariate"]["error"]
+    assert "'score'" in doc["estimated_performance"]["error"]
+    assert all("error" in c["multivariate"] and "error" in c["estimated_performance"] for c in doc["chunks"])
+    assert "multivariate not computed" in err and "estimated_performance not computed" in err
+    for fmt in ("table", "html"):
+        assert main([*argv, "--format", fmt]) == 3
+        assert "not computed" in capsys.readouterr().out
+
+
 def test_profile_file_carries_the_sections(files, capsys):
     assert main(["reference", "build", str(files / "ref.csv"), "-o", str(files / "prof.json"),
                  "--config", str(files / "cfg.yml"), "--json"]) == 0

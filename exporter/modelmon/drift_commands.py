@@ -112,7 +112,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 raise batch.BatchInputError(f"{args.reference}: {exc}") from None
             doc.update(label_free.evaluate(estimators, result.profile, result.current, model, result.current.rows,
                                            chunk_size=args.chunk_size, path=args.current))
-    except (ConfigError, DataError, batch.BatchInputError, label_free.LabelFreeInputError) as exc:
+    except (ConfigError, DataError, batch.BatchInputError) as exc:
         return _error(str(exc))
     if args.format == "html":  # self-contained page with charts (modelmon.report)
 
@@ -132,10 +132,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
     for name, f in doc["features"].items():
         if f["status"] == "error":
             print(f"modelmon: warning: feature {name!r} not scored: {f['error']}", file=sys.stderr)
+    unusable_sections = label_free.unusable_sections(doc)
+    for section in unusable_sections:
+        print(f"modelmon: warning: {section} not computed: {doc[section]['error']}", file=sys.stderr)
     if args.fail_on_drift and (doc["dataset"]["drifted"] or label_free.any_drifted(doc)
                                or explain.any_drifted(doc)):
         return 1
-    return EXIT_UNUSABLE if doc["dataset"]["unusable_features"] else 0
+    return EXIT_UNUSABLE if doc["dataset"]["unusable_features"] or unusable_sections else 0
 
 
 # ----------------------------------------------------------------- reference
