@@ -408,3 +408,71 @@ def test_exporter_engine_drops_a_non_finite_score_and_logs_it_once(caplog: pytes
     assert x.results["psi"] is not None and x.drifted is None  # primary has no verdict: not evaluated
     assert rep.evaluated_features == 0
     assert [r.getMessage() for r in caplog.records] == ["drift score not reported"]
+
+
+# ------------------------------------------------------------ boolean spellings
+def _js_by_hand(ref_true: int, ref_n: int, cur_true: int, cur_n: int) -> float:
+    return float(jensenshannon([ref_true / ref_n, 1 - ref_true / ref_n], [cur_true / cur_n, 1 - cur_true / cur_n],
+                               base=2))
+
+
+def test_a_boolean_feature_matches_across_spellings_and_formats(tmp_path: Path, capsys) -> None:
+    """Parquet booleans, pandas' True/False, JSON-ish true/false and mixed spellings are one
+    feature with two categories: identical shares show no drift, a changed share is measured."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(21)
+    ref = rng.random(4000) < 0.3
+    pq.write_table(pa.table({"flag": pa.array(ref)}), tmp_path / "ref.parquet")
+    write_csv(tmp_path / "ref.csv", {"flag": ["true" if v else "false" for v in ref]})
+    same = rng.random(3000) < 0.3
+    shifted = rng.random(3000) < 0.6
+    spellings = {"pandas": ("True", "False"), "lower": ("true", "false"), "upper": ("TRUE", "FALSE")}
+    for name, (t, f) in spellings.items():
+        write_csv(tmp_path / f"{name}.csv", {"flag": [t if v else f for v in same]})
+    mixed = [("True", "true", "TRUE")[i % 3] if v else ("false", "False")[i % 2] for i, v in enumerate(shifted)]
+    write_csv(tmp_path / "mixed.csv", {"flag": mixed})
+    for reference in ("ref.parquet", "ref.csv"):
+        for name in spellings:
+            code, doc, _ = drift(capsys, "--reference", str(tmp_path / reference), "--current", str(tmp_path / f"{name}.csv"),
+                                 "--method", "jensenshannon")
+            f = doc["features"]["flag"]
+            assert code == 0 and f["new_category_ratio"] == 0.0, (reference, name, f)
+            assert f["statistic"] == pytest.approx(_js_by_hand(int(ref.sum()), 4000, int(same.sum()), 3000), abs=1e-9)
+            assert not f["drifted"]
+        code, doc, _ = drift(capsys, "--reference", str(tmp_path / reference), "--current", str(tmp_path / "mixed.csv"),
+                             "--method", "jensenshannon")
+        f = doc["features"]["flag"]
+        assert f["new_category_ratio"] == 0.0 and f["drifted"]
+        assert f["statistic"] == pytest.approx(_js_by_hand(int(ref.sum()), 4000, int(shifted.sum()), 3000), abs=1e-9)
+
+
+def test_a_boolean_reference_matches_live_events_in_any_spelling(tmp_path: Path) -> None:
+    """A reference with an Arrow boolean column, events sending JSON true/false or the strings
+    "True"/"FALSE": every value lands in the reference's two categories, none in __other__."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from modelmon.ingest import EventValidator, decode_items
+    from modelmon.pipeline import Pipeline
+
+    rng = np.random.default_rng(22)
+    pq.write_table(pa.table({"flag": pa.array(rng.random(2000) < 0.5), "x": rng.normal(size=2000)}),
+                   tmp_path / "ref.parquet")
+    cfg = config_from_dict({"models": [{
+        "name": "m", "features": [{"name": "flag", "type": "categorical"}, {"name": "x"}],
+        "reference": {"path": str(tmp_path / "ref.parquet")}}]})
+    model = cfg.models[0]
+    prof = load_profile(cfg, 0, model)
+    assert prof is not None and prof.features["flag"].categories == ["false", "true"]
+    pipe = Pipeline(cfg, {"m": prof})
+    values = [True, False, "True", "FALSE", "true", "false"]
+    body = json.dumps([{"model": "m", "features": {"flag": v, "x": 0.1}} for v in values]).encode()
+    res = EventValidator(cfg.models).validate(decode_items(body), "api")
+    assert res.accepted == len(values) and not res.rejected
+    for batch in res.batches:
+        pipe.submit(batch)
+    mon = pipe.monitors["m"]
+    i = mon.cat_names.index("flag")
+    assert mon.cat_totals[i].tolist() == [3, 3, 0]  # false, true, __other__

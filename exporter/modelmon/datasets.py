@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .booleans import FALSE, TRUE, canonical_booleans
 from .missing import NULL_SPELLINGS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -293,7 +294,7 @@ def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: st
         if wanted == "numerical":
             return NumericColumn(pc.cast(arr, pa.float64()).to_numpy().astype(np.float64))
         codes = pc.fill_null(pc.cast(arr, pa.int32()), -1).to_numpy().astype(np.int32)
-        return CategoricalColumn(codes, ["False", "True"])  # Python's spelling, as str(True)
+        return CategoricalColumn(codes, [FALSE, TRUE])  # the spelling of JSON and of the event API
     if pa.types.is_dictionary(t):
         arr = pc.cast(arr, pa.string()) if not pa.types.is_string(t.value_type) else arr
     elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
@@ -339,7 +340,18 @@ def _categorical(arr: Any) -> CategoricalColumn:
         remap[: len(dictionary)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
         codes = remap[codes]  # -1 stays -1 (the trailing slot)
         dictionary = [d for d, k in zip(dictionary, keep, strict=True) if k]
-    return CategoricalColumn(codes, dictionary)
+    return _booleans_canonical(CategoricalColumn(codes, dictionary))
+
+
+def _booleans_canonical(col: CategoricalColumn) -> CategoricalColumn:
+    """A column of boolean spellings only (``True``, ``false``, ``TRUE``...) with ``true``/``false``
+    entries, merged when the file mixed spellings (modelmon.booleans); any other column as it is."""
+    canonical = canonical_booleans(col.dictionary)
+    if canonical is None:
+        return col
+    merged = sorted(set(canonical))
+    remap = np.array([merged.index(c) for c in canonical] + [-1], dtype=np.int32)
+    return CategoricalColumn(remap[col.codes], merged)
 
 
 def _parse_numbers(col: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:
@@ -370,8 +382,8 @@ def categorical_from_values(values: Any) -> CategoricalColumn:
     names = [str(d) for d in dictionary]  # one entry per distinct value
     null_mask = np.isin(np.asarray(names, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
     if not null_mask.any():
-        return CategoricalColumn(codes, names)
+        return _booleans_canonical(CategoricalColumn(codes, names))
     keep = ~null_mask
     remap = np.full(len(names) + 1, -1, dtype=np.int32)
     remap[: len(names)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
-    return CategoricalColumn(remap[codes], [d for d, k in zip(names, keep, strict=True) if k])
+    return _booleans_canonical(CategoricalColumn(remap[codes], [d for d, k in zip(names, keep, strict=True) if k]))

@@ -67,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from ..booleans import boolean_aliases
 from ..datasets import (
     CategoricalColumn,
     EmptyColumn,
@@ -213,7 +214,8 @@ class CategoricalProfile:
     type: str = field(default="categorical", init=False)
 
     def __post_init__(self) -> None:
-        self._index = {c: i for i, c in enumerate(self.categories)}
+        # Categories that are booleans match a live value in any boolean spelling (modelmon.booleans).
+        self._index = {**boolean_aliases(self.categories), **{c: i for i, c in enumerate(self.categories)}}
 
     @property
     def slots(self) -> int:
