@@ -476,3 +476,80 @@ def test_a_boolean_reference_matches_live_events_in_any_spelling(tmp_path: Path)
     mon = pipe.monitors["m"]
     i = mon.cat_names.index("flag")
     assert mon.cat_totals[i].tolist() == [3, 3, 0]  # false, true, __other__
+
+
+# ------------------------------------------------------------ file shapes seen in the wild
+def _same_table(a, b) -> None:
+    from modelmon.datasets import CategoricalColumn, NumericColumn
+
+    assert list(a.columns) == list(b.columns) and a.rows == b.rows
+    for name in a.columns:
+        x, y = a[name], b[name]
+        assert type(x) is type(y), name
+        if isinstance(x, NumericColumn):
+            np.testing.assert_array_equal(x.values, y.values)
+        elif isinstance(x, CategoricalColumn):
+            assert [x.dictionary[c] if c >= 0 else None for c in x.codes] == \
+                   [y.dictionary[c] if c >= 0 else None for c in y.codes]
+
+
+def test_delimiters_and_compressed_files_read_like_the_plain_csv(tmp_path: Path) -> None:
+    """Semicolon (European spreadsheet export), tab (.tsv or sniffed) and pipe separated files, and
+    gzip / bz2 / zstd compressed CSV and JSON lines, give the same columns as the plain CSV."""
+    import bz2
+    import gzip
+
+    import pyarrow as pa
+
+    from modelmon.datasets import load_table
+
+    rng = np.random.default_rng(23)
+    rows = [(f"{rng.normal():.4f}", str(rng.choice(["a", "b", "NA"])), str(int(rng.integers(0, 5)))) for _ in range(500)]
+    text = {d: f"x{d}c{d}k\n" + "".join(d.join(r) + "\n" for r in rows) for d in (",", ";", "\t", "|")}
+    (tmp_path / "plain.csv").write_text(text[","])
+    plain = load_table(tmp_path / "plain.csv")
+    for name, d in (("semi.csv", ";"), ("tabs.tsv", "\t"), ("tabs.txt", "\t"), ("pipe.csv", "|")):
+        (tmp_path / name).write_text(text[d])
+        _same_table(load_table(tmp_path / name), plain)
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as fh:
+        fh.write(text[","])
+    (tmp_path / "a.csv.bz2").write_bytes(bz2.compress(text[","].encode()))
+    with pa.output_stream(str(tmp_path / "a.csv.zst"), compression="zstd") as out:
+        out.write(text[";"].encode())
+    for name in ("a.csv.gz", "a.csv.bz2", "a.csv.zst"):
+        _same_table(load_table(tmp_path / name), plain)
+    lines = "".join(json.dumps({"x": float(x), "c": None if c == "NA" else c, "k": int(k)}) + "\n" for x, c, k in rows)
+    (tmp_path / "a.jsonl").write_text(lines)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as fh:
+        fh.write(lines)
+    _same_table(load_table(tmp_path / "a.jsonl.gz"), load_table(tmp_path / "a.jsonl"))
+    # A column mixing numbers and text goes through the Python fallback, through the compression too.
+    mixed = lines.replace('"k": 0', '"k": "NA"')
+    with gzip.open(tmp_path / "m.jsonl.gz", "wt") as fh:
+        fh.write(mixed)
+    (tmp_path / "m.jsonl").write_text(mixed)
+    _same_table(load_table(tmp_path / "m.jsonl.gz"), load_table(tmp_path / "m.jsonl"))
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(Exception, match="bad.csv.gz"):
+        load_table(tmp_path / "bad.csv.gz")
+
+
+def test_a_nested_column_is_unusable_not_fatal(tmp_path: Path, capsys) -> None:
+    """A list or struct column (Parquet, JSON lines) cannot be a feature: modelmon drift scores the
+    other columns and reports it (exit 3); reference build without a config leaves it out, warning."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(24)
+    x = rng.normal(size=800)
+    pq.write_table(pa.table({"x": x, "tags": [[1, 2]] * 800, "meta": [{"k": 1}] * 800}), tmp_path / "ref.parquet")
+    (tmp_path / "cur.jsonl").write_text("".join(json.dumps({"x": v, "tags": [3], "meta": {"k": 2}}) + "\n" for v in x))
+    code, doc, err = drift(capsys, "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.jsonl"))
+    assert code == 3
+    assert doc["features"]["x"]["status"] == "ok" and doc["features"]["x"]["statistic"] == 0
+    for name in ("tags", "meta"):
+        assert doc["features"][name]["status"] == "error" and "unsupported type" in doc["features"][name]["error"]
+    assert main(["reference", "build", str(tmp_path / "ref.parquet"), "-o", str(tmp_path / "p.json"), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["features"] == {"x": "numerical"}
+    assert "column 'tags' left out" in out.err and "column 'meta' left out" in out.err

@@ -31,6 +31,7 @@ so that an exporter whose reference is a frozen profile never loads it
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -89,13 +90,20 @@ class CategoricalColumn:
 
 @dataclass(frozen=True, slots=True)
 class EmptyColumn:
-    """A column without any value (every cell missing)."""
+    """A column without any usable value: every cell missing, or values of a
+    type no feature can have (lists, structs, binary), which ``why`` names."""
 
     rows: int
     kind: Literal["empty"] = "empty"
+    why: str = ""
 
     def __len__(self) -> int:
         return self.rows
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with the column, to follow "has" in a message."""
+        return self.why or f"no values (all {self.rows} missing)"
 
 
 Column = NumericColumn | CategoricalColumn | EmptyColumn
@@ -141,15 +149,15 @@ def load_table(
     if not p.is_file():
         raise DataError(f"{p}: {'a directory, not a data file' if p.is_dir() else 'no such file'}")
     types = dict(types or {})
-    suffix = p.suffix.lower()
+    suffix = data_suffix(p)
     try:
         if suffix in (".jsonl", ".ndjson"):
             table = _read_jsonl(p)
         elif suffix == ".parquet":
             table = _read_parquet(p)
         else:
-            table = _read_csv(p, types)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            table = _read_csv(p, types, delimiter="\t" if suffix == ".tsv" else None)
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
         raise DataError(f"{p}: cannot read: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{p}: no data rows")
@@ -166,6 +174,40 @@ def load_table(
     return Table(path=p, rows=rows, columns=cols)
 
 
+#: Compressed files are read through (``ref.csv.gz``, ``events.jsonl.zst``); the suffix before names the format.
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
+#: Delimiters a CSV header is checked for when it has no comma (European ``;`` exports, tab- and pipe-separated).
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def data_suffix(p: Path) -> str:
+    """The format suffix of a data file, below a compression suffix (``.csv`` for ``ref.csv.gz``)."""
+    suffixes = [x.lower() for x in p.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSION_SUFFIXES:
+        return suffixes[-2]
+    return p.suffix.lower()
+
+
+def _open_binary(p: Path) -> Any:
+    """The file's bytes, decompressed when its name ends in a compression suffix (Arrow's codecs)."""
+    import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
+
+    codec = COMPRESSION_SUFFIXES.get(p.suffix.lower())
+    return pa.input_stream(str(p), compression=codec) if codec else p.open("rb")
+
+
+def _first_line(p: Path, limit: int = 1 << 24) -> str:
+    """The file's first line as text (a CSV header), read through any compression."""
+    buf = b""
+    with _open_binary(p) as fh:
+        while b"\n" not in buf and len(buf) < limit:
+            chunk = fh.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode("utf-8-sig")
+
+
 def _release_arrow_memory() -> None:
     """Hand Arrow's freed buffers back to the system: an exporter that
     profiled a large reference at start-up should not keep the file's
@@ -178,16 +220,20 @@ def _release_arrow_memory() -> None:
 # --------------------------------------------------------------------------- readers
 
 
-def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
+def _read_csv(p: Path, types: Mapping[str, str], delimiter: str | None = None) -> pa.Table:
     # Lazy: pyarrow only loads when a data file is read (module docs).
     import pyarrow as pa  # noqa: PLC0415 (lazy: see the module docstring)
     import pyarrow.csv as pacsv  # noqa: PLC0415 (lazy: see the module docstring)
 
-    with p.open(newline="", encoding="utf-8-sig") as fh:  # the header, to check it and map stripped names
-        try:
-            header = next(csv.reader(fh))
-        except StopIteration:
-            raise DataError(f"{p}: empty file") from None
+    line = _first_line(p)  # the header, to check it and map stripped names
+    if not line.strip():
+        raise DataError(f"{p}: empty file" if not line else f"{p}: empty first line (expected the header)")
+    if delimiter is None:
+        # A header without a comma but with one of the other usual delimiters: a file exported with it
+        # (read as one column, it would share no column with anything).
+        others = [d for d in OTHER_DELIMITERS if d in line]
+        delimiter = max(others, key=line.count) if "," not in line and others else ","
+    header = next(csv.reader([line], delimiter=delimiter))
     stripped = [h.strip() for h in header]
     if any(not h for h in stripped):
         raise DataError(f"{p}: empty column name in the header (column {stripped.index('') + 1})")
@@ -203,7 +249,7 @@ def _read_csv(p: Path, types: Mapping[str, str]) -> pa.Table:
         table = pacsv.read_csv(
             p,
             read_options=pacsv.ReadOptions(column_names=stripped, skip_rows=1),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid_row),
             convert_options=pacsv.ConvertOptions(
                 null_values=list(NULL_SPELLINGS), strings_can_be_null=True, quoted_strings_can_be_null=True,
                 column_types=column_types,
@@ -234,7 +280,7 @@ def _read_jsonl(p: Path) -> pa.Table:
     # cannot type it, so such files are parsed here and every mixed column
     # becomes text, which _column then types like a CSV column.
     rows: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as fh:
+    with _open_binary(p) as raw, io.TextIOWrapper(raw, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -298,10 +344,13 @@ def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: st
     if pa.types.is_dictionary(t):
         arr = pc.cast(arr, pa.string()) if not pa.types.is_string(t.value_type) else arr
     elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            # Not a feature (lists, structs, raw bytes): unusable if one asks for it, no bar to the others.
+            return EmptyColumn(rows, why=f"an unsupported type ({t}: no feature can hold it)")
         try:
             arr = pc.cast(arr, pa.string())
         except pa.ArrowException:
-            raise DataError(f"{p}: column {name!r}: unsupported type {t}") from None
+            return EmptyColumn(rows, why=f"an unsupported type ({t}: no feature can hold it)")
     col = _categorical(arr)
     if wanted == "categorical":
         return col

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, DriftConfig, FeatureConfig, ModelConfig, load_config
-from .datasets import CategoricalColumn, DataError, load_table
+from .datasets import CategoricalColumn, DataError, EmptyColumn, load_table
 from .drift import batch, registry
 from .drift.reference import build_profile
 from .estimation import batch as label_free
@@ -164,8 +164,12 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
                                             f"(features of model {model.name!r} in {args.config})")
         else:
             table = load_table(args.data)
+            # Without a config every column is a feature, but for those of a type none can have (lists, structs).
+            for n, c in table.columns.items():
+                if isinstance(c, EmptyColumn) and c.why:
+                    print(f"modelmon: warning: {args.data}: column {n!r} left out: it has {c.problem}", file=sys.stderr)
             features = [FeatureConfig(name=n, type="categorical" if isinstance(c, CategoricalColumn) else "numerical")
-                        for n, c in table.columns.items()]
+                        for n, c in table.columns.items() if not (isinstance(c, EmptyColumn) and c.why)]
         bins = args.bins if args.bins is not None else drift_cfg.bins
         sample = args.sample_size if args.sample_size is not None else drift_cfg.reference_sample_size
         top_k = args.top_k if args.top_k is not None else drift_cfg.top_k_categories

@@ -273,7 +273,7 @@ def _kind(col: Any) -> str:
 def _unusable(col: Any, ftype: str) -> str | None:
     """Why a column cannot be scored as ``ftype``, or None."""
     if isinstance(col, EmptyColumn):
-        return f"has no values (all {len(col)} missing)"
+        return f"has {col.problem}"
     if ftype == "numerical":
         if isinstance(col, CategoricalColumn):
             return "is text, not numbers"

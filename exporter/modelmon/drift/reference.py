@@ -593,7 +593,7 @@ def build_profile(
         col = cols[f.name]
         rows = max(rows, len(col))
         if isinstance(col, EmptyColumn):  # ValueError, as every bad-data case here (callers catch one type)
-            raise ValueError(f"feature {f.name!r}: no values in the reference data (all {len(col)} missing)")  # noqa: TRY004
+            raise ValueError(f"feature {f.name!r}: the reference data column has {col.problem}")  # noqa: TRY004
         if f.type == "numerical":
             if isinstance(col, CategoricalColumn):
                 raise ValueError(f"feature {f.name!r}: a text column cannot be a numerical feature")
