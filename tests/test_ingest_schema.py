@@ -53,6 +53,16 @@ def test_lone_surrogate_version_is_refused_and_neighbours_kept():
         assert res.accepted == 0 and res.rejected[0].reason == "invalid_field", field
 
 
+def test_a_model_name_of_nul_is_an_unknown_model_not_a_crash():
+    """The typed schema's placeholder is tagged with a NUL character; an item sending that as its model is
+    refused as an unknown model, and the good items of the same body are kept."""
+    for body in ('[{"model":"\\u0000"}]', '[{"model":"m","features":{"f0":1}}, {"model":"\\u0000","features":{}}]',
+                 '{"model":"\\u0000"}\n{"model":"r","prediction":1.5}\n'):
+        res = validate(body)
+        assert [r.reason for r in res.rejected] == ["unknown_model"], body
+        assert res.accepted == body.count('"model":"m"') + body.count('"model":"r"')
+
+
 def test_every_label_string_is_bounded_whatever_its_json_type():
     res = validate('[{"model":"m","version":%s}, {"model":"m","version":7}]' % ("9" * 4000))
     assert [r.position for r in res.rejected] == [0] and "version" in res.rejected[0].message

@@ -61,7 +61,8 @@ def event_struct(model: ModelConfig) -> type[msgspec.Struct]:
     )
 
 
-#: Never matches a model name: keeps a one-model schema a tagged union, so an item without ``model`` is refused.
+#: Keeps a one-model schema a tagged union, so an item without ``model`` is refused.  Its tag is not a
+#: model name, but a client can send it (``"model": "\u0000"``): the validator refuses such an item.
 _Sentinel = msgspec.defstruct("NoModel", [], tag_field="model", tag="\x00", forbid_unknown_fields=True)
 
 

@@ -426,6 +426,10 @@ class EventValidator:
             return self.validate_items(body.items(), source)
         now = self.clock()
         kinds = set(map(type, typed))
+        if not kinds <= self._model_of.keys():
+            # An item decoded as the schema's placeholder (its tag sent as a model name): no model's
+            # event, so the body goes item by item, where that item is refused as an unknown model.
+            return self.validate_items(body.items(), source)
         groups: dict[type, list[Any]] = {}
         if len(kinds) == 1:  # one model's events (the usual body): no per-event grouping
             groups[kinds.pop()] = typed
