@@ -25,6 +25,7 @@ from modelmon.config import (
 from modelmon.drift.reference import build_profile
 from modelmon.events import Event
 from modelmon.pipeline import Pipeline
+from modelmon.profile_sections import fit_explain_sections
 
 
 def busy_registry(disabled: list[str]) -> set[str]:
@@ -34,7 +35,10 @@ def busy_registry(disabled: list[str]) -> set[str]:
     model.fairness.attribute = "c"
     model.fairness.groups = ["a", "b"]
     rng = np.random.default_rng(0)
-    profile = build_profile({"x": rng.normal(size=500), "c": ["a", "b"] * 250}, model.features)
+    model.outliers.enabled = True
+    reference = {"x": rng.normal(size=500), "c": ["a", "b"] * 250}
+    profile = build_profile(reference, model.features)
+    fit_explain_sections(profile, reference, model)  # the outlier model: the explain group's families
     pipeline = Pipeline(Config(models=[model]), {"m": profile})
     registry = build_registry(pipeline, disabled=disabled)
     pipeline.submit_events([
@@ -70,6 +74,18 @@ def test_bins_group_is_what_the_fleet_rules_read() -> None:
     assert {"modelmon_feature_bin_values", "modelmon_reference_bin_ratio"} == {f for f in fams if group_of(f) == "bins"}
     assert group_of("modelmon_drift_score") == "drift" and group_of("process_cpu_seconds") == "process"
     assert group_of("modelmon_request_duration_seconds") == "serving"
+
+
+def test_explain_group_holds_the_outlier_and_importance_families() -> None:
+    fams = busy_registry([])
+    assert {"modelmon_outlier_events", "modelmon_outlier_ratio", "modelmon_reference_outlier_ratio"} <= \
+        {f for f in fams if group_of(f) == "explain"}
+    for family in ("modelmon_feature_importance", "modelmon_feature_importance_ratio",
+                   "modelmon_feature_importance_rank_correlation", "modelmon_reference_feature_importance_ratio",
+                   "modelmon_attribution_events"):
+        assert group_of(family) == "explain", family
+    # Their thresholds stay: the alert rules read them.
+    assert group_of("modelmon_threshold_outlier_ratio_max_multiple") is None
 
 
 def test_unknown_group_is_refused() -> None:

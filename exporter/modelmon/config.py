@@ -541,6 +541,7 @@ class CollectorsConfig:
     drift: bool = True
     data_quality: bool = True
     bins: bool = True
+    explain: bool = True
     process: bool = True
 
     def disabled(self) -> list[str]:

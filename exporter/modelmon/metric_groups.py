@@ -52,6 +52,9 @@ GROUPS: tuple[MetricGroup, ...] = (
                  "feature_new_category")),
     MetricGroup("bins", "per-bin value counters and reference shares (the fleet-wide PSI / JS rules need them)",
                 ("feature_bin_values", "reference_bin_ratio")),
+    MetricGroup("explain", "outlier scores and shares; per-feature attribution importance against the reference",
+                ("outlier_", "reference_outlier_ratio", "feature_importance", "reference_feature_importance",
+                 "attribution_events")),
     MetricGroup("process", "process and Python platform metrics of prometheus_client",
                 (), foreign=("process_", "python_")),
 )
