@@ -553,3 +553,44 @@ def test_a_nested_column_is_unusable_not_fatal(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr()
     assert json.loads(out.out)["features"] == {"x": "numerical"}
     assert "column 'tags' left out" in out.err and "column 'meta' left out" in out.err
+
+
+# ------------------------------------------------------------ heavy ties in continuous features
+@pytest.mark.parametrize("shape", ["cap at the maximum", "zeros at the minimum", "a value inside"])
+def test_a_heavy_tie_has_a_slot_of_its_own(tmp_path: Path, capsys, shape: str) -> None:
+    """A continuous feature with one value holding a large share (a capped ratio, zero-inflated
+    amounts, a default filled in): the value is alone in its slot, so mass moving between it and
+    its neighbours is measured (PSI by hand over the profile's slots), and a fresh sample is not."""
+    rng = np.random.default_rng(25)
+
+    def sample(n: int, tie_share: float) -> tuple[np.ndarray, float]:
+        if shape == "cap at the maximum":
+            x, v, near = rng.uniform(0, 1, n), 1.0, rng.uniform(0.95, 1.0, n)
+        elif shape == "zeros at the minimum":
+            x, v, near = rng.exponential(1.0, n), 0.0, rng.uniform(0.0001, 0.02, n)
+        else:
+            x, v, near = rng.normal(0, 1, n), 0.5, rng.uniform(0.5001, 0.52, n)
+        u = rng.random(n)
+        x = np.where(u < tie_share, v, x)
+        # What stopped being the tie sits right next to it (the 50 % -> 30 % case below).
+        x = np.where((u >= tie_share) & (u < 0.5), near, x)
+        return np.round(x, 6), v
+
+    ref, v = sample(6000, 0.5)
+    same, _ = sample(4000, 0.5)
+    moved, _ = sample(4000, 0.3)
+    prof = build_numerical("x", ref)
+    slot = int(prof.bin_index(np.array([v]))[0])
+    assert prof.counts[slot] == int(np.sum(ref == v))  # the tie alone in its slot
+    for name, cur in (("same", same), ("moved", moved)):
+        write_csv(tmp_path / f"{name}.csv", {"x": cur.tolist()})
+    write_csv(tmp_path / "ref.csv", {"x": ref.tolist()})
+    results = {}
+    for name, cur in (("same", same), ("moved", moved)):
+        code, doc, _ = drift(capsys, "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / f"{name}.csv"),
+                             "--method", "psi")
+        x = doc["features"]["x"]
+        cur_counts = np.bincount(prof.bin_index(cur), minlength=prof.slots)
+        assert x["statistic"] == pytest.approx(psi_by_hand(prof.counts.tolist(), cur_counts.tolist()), rel=1e-9)
+        results[name] = x["drifted"]
+    assert results == {"same": False, "moved": True}

@@ -17,7 +17,9 @@ counts in the two out-of-range slots.  How the edges are chosen:
 
 - *continuous* features (more than ``discrete_max`` distinct reference
   values, default: as many as ``bins``): the reference quantiles
-  ``q0 = min .. qB = max``, duplicates from ties removed;
+  ``q0 = min .. qB = max``, duplicates from ties removed, and a value on
+  which several quantiles fall (a heavy tie) alone in its slot
+  (:func:`_quantile_edges`);
 - *discrete* features (at most ``discrete_max`` distinct values, e.g. a 0/1
   flag or a small count): one slot per distinct reference value, with edges
   half-way between consecutive values (``[v0, (v0+v1)/2, ..., vk]``).  A
@@ -522,9 +524,7 @@ def build_numerical(name: str, values: Sequence[Any] | np.ndarray | NumericColum
         v = s[np.concatenate(([0], np.flatnonzero(differs) + 1))]
         edges = np.concatenate(([v[0]], v[:-1] / 2 + v[1:] / 2, [v[-1]])) if len(v) > 1 else np.array([v[0], v[0]])
     else:
-        edges = np.unique(sorted_quantiles(s, np.linspace(0.0, 1.0, bins + 1)))
-        if len(edges) == 1:
-            edges = np.array([edges[0], edges[0]])
+        edges = _quantile_edges(s, bins)
     counts = np.zeros(len(edges) + 1, dtype=np.int64)
     cum = np.searchsorted(s, edges[1:-1], side="left")
     counts[1:-1] = np.diff(np.concatenate(([0], cum, [n])))
@@ -534,6 +534,25 @@ def build_numerical(name: str, values: Sequence[Any] | np.ndarray | NumericColum
         min=float(s[0]), max=float(s[-1]), n=n, missing=missing,
         sample=_order_statistics(s, sample_size), discrete=bool(discrete),
     )
+
+
+def _quantile_edges(s: np.ndarray, bins: int) -> np.ndarray:
+    """Quantile edges of the sorted values ``s``, each heavy tie (a value holding at least one
+    bin's share, so that several quantiles fall on it) in a slot of its own.
+
+    Deduplicated quantiles alone would put such a value in one slot with the values up to the
+    next edge: mass moving between the value and its neighbours (a cap hit less often, zeros
+    turning into small amounts) would change no bin count, and PSI or Jensen-Shannon would
+    not see it.  An interior tie ``v`` gets the slot ``[v, nextafter(v))``, a tie at the
+    maximum the closed top slot ``[max, max]`` (a value equal to the maximum counts there).
+    """
+    q = sorted_quantiles(s, np.linspace(0.0, 1.0, bins + 1))
+    ties = np.unique(q[1:][q[1:] == q[:-1]])
+    top = float(s[-1])
+    edges = np.unique(np.concatenate([q, np.nextafter(ties[ties < top], np.inf)]))
+    if len(edges) == 1 or (ties.size and ties[-1] == top):
+        edges = np.append(edges, top)  # [.., max, max]: the maximum alone in the last slot
+    return edges
 
 
 def _order_statistics(sorted_values: np.ndarray, k: int) -> np.ndarray:
