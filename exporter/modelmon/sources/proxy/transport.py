@@ -63,11 +63,27 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
+try:
+    import uvloop
+except ImportError:  # no wheel for this platform (Windows): asyncio's own loop, dearer per request
+    uvloop = None  # type: ignore[assignment]
+
 from ...httpfields import expects_continue, shown, unmet_expectation
 from .extract import Exchange
 from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The proxy thread's loop: uvloop's (libuv) where installed, asyncio's otherwise.
+
+    The proxy sits on the request path of the user's model, so its cost per request is
+    what matters: uvloop's C event loop takes about a fifth off the proxy's CPU per
+    request and a few milliseconds off the tail (``bench/proxy.py``).  The exporter's own
+    server stays on asyncio's loop, where decoding and the pipeline, not the loop, cost.
+    """
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
 #: Headers that describe one connection, not the message (RFC 9110 section 7.6.1), the
 #: framing headers (the proxy writes its own), and ``Expect``, which the proxy answers.
@@ -153,7 +169,7 @@ class ProxyTransport:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._setup(loop))
