@@ -774,8 +774,11 @@ def _decoded(headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
     """Header fields as text for the extractor: UTF-8, an undecodable byte kept as a lone surrogate
     (as aiohttp does), so a value that is not UTF-8 fails the label-safety check instead of becoming
     a different, valid string."""
-    return CIMultiDict((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                       for k, v in headers)
+    try:  # the usual case, every field UTF-8: the strict codec and a list are the fast path (every request)
+        return CIMultiDict([(k.decode(), v.decode()) for k, v in headers])
+    except UnicodeDecodeError:
+        return CIMultiDict([(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                            for k, v in headers])
 
 
 def _json_answer(status: int, message: str, close: bool) -> bytes:
