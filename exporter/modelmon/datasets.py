@@ -344,13 +344,14 @@ def _column(p: Path, name: str, arr: Any, wanted: str | None, on_non_numeric: st
     if pa.types.is_dictionary(t):
         arr = pc.cast(arr, pa.string()) if not pa.types.is_string(t.value_type) else arr
     elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        # Not a feature (lists, structs, raw bytes): unusable if one asks for it, no bar to the others.
+        unsupported = EmptyColumn(rows, why=f"an unsupported type ({t}: no feature can hold it)")
         if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            # Not a feature (lists, structs, raw bytes): unusable if one asks for it, no bar to the others.
-            return EmptyColumn(rows, why=f"an unsupported type ({t}: no feature can hold it)")
+            return unsupported
         try:
             arr = pc.cast(arr, pa.string())
         except pa.ArrowException:
-            return EmptyColumn(rows, why=f"an unsupported type ({t}: no feature can hold it)")
+            return unsupported
     col = _categorical(arr)
     if wanted == "categorical":
         return col
@@ -382,6 +383,13 @@ def _categorical(arr: Any) -> CategoricalColumn:
     enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     dictionary = enc.dictionary.cast(pa.string()).to_pylist()  # one entry per distinct value
     codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return _spelled_out(codes, dictionary)
+
+
+def _spelled_out(codes: np.ndarray, dictionary: list[str]) -> CategoricalColumn:
+    """``codes`` into ``dictionary`` with the missing spellings turned into -1 and, in a column of
+    boolean spellings only (``True``, ``false``, ``TRUE``...), the entries ``true``/``false``,
+    merged when the data mixed spellings (modelmon.booleans)."""
     null_mask = np.isin(np.asarray(dictionary, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
     if null_mask.any():
         keep = ~null_mask
@@ -389,18 +397,12 @@ def _categorical(arr: Any) -> CategoricalColumn:
         remap[: len(dictionary)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
         codes = remap[codes]  # -1 stays -1 (the trailing slot)
         dictionary = [d for d, k in zip(dictionary, keep, strict=True) if k]
-    return _booleans_canonical(CategoricalColumn(codes, dictionary))
-
-
-def _booleans_canonical(col: CategoricalColumn) -> CategoricalColumn:
-    """A column of boolean spellings only (``True``, ``false``, ``TRUE``...) with ``true``/``false``
-    entries, merged when the file mixed spellings (modelmon.booleans); any other column as it is."""
-    canonical = canonical_booleans(col.dictionary)
+    canonical = canonical_booleans(dictionary)
     if canonical is None:
-        return col
+        return CategoricalColumn(codes, dictionary)
     merged = sorted(set(canonical))
     remap = np.array([merged.index(c) for c in canonical] + [-1], dtype=np.int32)
-    return CategoricalColumn(remap[col.codes], merged)
+    return CategoricalColumn(remap[codes], merged)
 
 
 def _parse_numbers(col: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:
@@ -428,11 +430,4 @@ def categorical_from_values(values: Any) -> CategoricalColumn:
     text = arr if arr.dtype.kind == "U" else arr.astype(str)
     dictionary, inverse = np.unique(text.reshape(-1), return_inverse=True)
     codes = inverse.reshape(-1).astype(np.int32)
-    names = [str(d) for d in dictionary]  # one entry per distinct value
-    null_mask = np.isin(np.asarray(names, dtype=object), np.asarray(NULL_SPELLINGS, dtype=object))
-    if not null_mask.any():
-        return _booleans_canonical(CategoricalColumn(codes, names))
-    keep = ~null_mask
-    remap = np.full(len(names) + 1, -1, dtype=np.int32)
-    remap[: len(names)][keep] = np.arange(int(keep.sum()), dtype=np.int32)
-    return _booleans_canonical(CategoricalColumn(remap[codes], [d for d, k in zip(names, keep, strict=True) if k]))
+    return _spelled_out(codes, [str(d) for d in dictionary])  # one entry per distinct value

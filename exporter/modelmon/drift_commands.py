@@ -165,11 +165,13 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         else:
             table = load_table(args.data)
             # Without a config every column is a feature, but for those of a type none can have (lists, structs).
+            features = []
             for n, c in table.columns.items():
                 if isinstance(c, EmptyColumn) and c.why:
                     print(f"modelmon: warning: {args.data}: column {n!r} left out: it has {c.problem}", file=sys.stderr)
-            features = [FeatureConfig(name=n, type="categorical" if isinstance(c, CategoricalColumn) else "numerical")
-                        for n, c in table.columns.items() if not (isinstance(c, EmptyColumn) and c.why)]
+                else:
+                    features.append(FeatureConfig(name=n, type="categorical" if isinstance(c, CategoricalColumn)
+                                                  else "numerical"))
         bins = args.bins if args.bins is not None else drift_cfg.bins
         sample = args.sample_size if args.sample_size is not None else drift_cfg.reference_sample_size
         top_k = args.top_k if args.top_k is not None else drift_cfg.top_k_categories

@@ -550,7 +550,7 @@ def _quantile_edges(s: np.ndarray, bins: int) -> np.ndarray:
     ties = np.unique(q[1:][q[1:] == q[:-1]])
     top = float(s[-1])
     edges = np.unique(np.concatenate([q, np.nextafter(ties[ties < top], np.inf)]))
-    if len(edges) == 1 or (ties.size and ties[-1] == top):
+    if ties.size and ties[-1] == top:  # a constant reference too: [v, v]
         edges = np.append(edges, top)  # [.., max, max]: the maximum alone in the last slot
     return edges
 

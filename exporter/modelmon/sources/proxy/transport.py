@@ -85,6 +85,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """
     return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
+
 #: Headers that describe one connection, not the message (RFC 9110 section 7.6.1), the
 #: framing headers (the proxy writes its own), and ``Expect``, which the proxy answers.
 HOP_BY_HOP = frozenset({
